@@ -1,0 +1,8 @@
+"""jseg: semantic segmentation in Jittor, home of OffSeg and offset learning."""
+from .jittor_env import configure_jittor
+
+configure_jittor()  # must run before anything imports jittor
+
+from .version import __version__  # noqa: E402
+
+__all__ = ['__version__', 'configure_jittor']

@@ -1,0 +1,2 @@
+"""Models: backbones, decode heads, segmentors, losses."""
+from . import utils  # noqa: F401

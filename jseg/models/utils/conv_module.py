@@ -1,0 +1,64 @@
+"""ConvModule: conv -> norm -> activation, with mmcv's parameter names.
+
+Checkpoint keys are ``<prefix>.conv.weight``, ``<prefix>.<norm name>.weight``
+(``bn``, ``gn``, ``ln``) exactly as mmcv's ConvModule writes them.
+"""
+from jittor import nn
+
+from .activation import build_activation_layer
+from .norm import build_norm_layer
+
+__all__ = ['ConvModule']
+
+
+class ConvModule(nn.Module):
+    """A conv layer followed by an optional norm and an optional activation.
+
+    Args:
+        in_channels (int), out_channels (int), kernel_size (int | tuple),
+        stride, padding, dilation, groups: as ``nn.Conv2d``.
+        bias (bool | 'auto'): 'auto' adds a bias only when there is no norm.
+        conv_cfg (dict | None): only ``None``/``dict(type='Conv2d')`` (plain conv).
+        norm_cfg (dict | None): e.g. ``dict(type='GN', num_groups=32)``.
+        act_cfg (dict | None): e.g. ``dict(type='ReLU')``; None for none.
+        order (tuple[str]): ('conv', 'norm', 'act') by default.
+
+    Shapes: (B, in_channels, H, W) -> (B, out_channels, H', W').
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias='auto', conv_cfg=None, norm_cfg=None, act_cfg=dict(type='ReLU'),
+                 inplace=True, order=('conv', 'norm', 'act')):
+        if conv_cfg not in (None, {'type': 'Conv2d'}, {'type': 'Conv'}):
+            raise ValueError(f'ConvModule supports plain convolutions only, got conv_cfg={conv_cfg!r}')
+        if set(order) != {'conv', 'norm', 'act'}:
+            raise ValueError(f'ConvModule order must be a permutation of conv/norm/act, got {order}')
+        self.order = tuple(order)
+        self.with_norm = norm_cfg is not None
+        self.with_activation = act_cfg is not None
+        if bias == 'auto':
+            bias = not self.with_norm
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=groups, bias=bias)
+        self.norm_name = None
+        if self.with_norm:
+            norm_channels = out_channels if self.order.index('norm') > self.order.index('conv') \
+                else in_channels
+            self.norm_name, norm = build_norm_layer(norm_cfg, norm_channels)
+            setattr(self, self.norm_name, norm)
+        if self.with_activation:
+            self.activate = build_activation_layer(act_cfg)
+
+    @property
+    def norm(self):
+        return getattr(self, self.norm_name) if self.norm_name else None
+
+    def execute(self, x):
+        for layer in self.order:
+            if layer == 'conv':
+                x = self.conv(x)
+            elif layer == 'norm' and self.with_norm:
+                x = self.norm(x)
+            elif layer == 'act' and self.with_activation:
+                x = self.activate(x)
+        return x
