@@ -22,7 +22,7 @@ import types
 
 from jseg.utils.fileio import atomic_write_text
 
-__all__ = ['Config', 'ConfigDict', 'ConfigError', 'parse_cfg_options']
+__all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigKeyError', 'parse_cfg_options']
 
 BASE_KEY = '_base_'
 DELETE_KEY = '_delete_'
@@ -30,6 +30,13 @@ DELETE_KEY = '_delete_'
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says where."""
+
+
+class ConfigKeyError(KeyError, AttributeError):
+    """A key the config does not have (raised by item and by attribute access)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
 
 
 def _near_hint(key, keys):
@@ -53,15 +60,12 @@ class ConfigDict(dict):
         super().__setitem__(key, _wrap(value))
 
     def __missing__(self, key):
-        raise KeyError(f'config has no key {key!r}{_near_hint(key, self.keys())}')
+        raise ConfigKeyError(f'config has no key {key!r}{_near_hint(key, self.keys())}')
 
     def __getattr__(self, key):
         if key.startswith('__'):
             raise AttributeError(key)
-        try:
-            return self[key]
-        except KeyError as err:
-            raise AttributeError(err.args[0]) from None
+        return self[key]
 
     def __setattr__(self, key, value):
         self[key] = value

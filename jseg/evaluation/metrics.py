@@ -1,0 +1,151 @@
+"""Semantic segmentation metrics as mmsegmentation computes them.
+
+Per-class intersection and union are accumulated over the whole split (not
+averaged per image); pixels labelled ``ignore_index`` are skipped. A class
+absent from both predictions and labels has IoU NaN; a class absent from the
+labels has Acc NaN; NaNs are left out of the means (``np.nanmean``).
+"""
+import numpy as np
+
+from jseg.registry import METRICS
+from jseg.utils.dist import all_reduce_sum
+
+__all__ = ['IoUMetric', 'intersect_and_union', 'mean_iou', 'metrics_from_areas', 'format_metrics_table']
+
+
+def _reduce_zero_label(label):
+    label = label.astype(np.int64, copy=True)
+    label[label == 0] = 256
+    label -= 1  # 0 -> 255 (ignored), k -> k - 1
+    return label
+
+
+def intersect_and_union(pred, label, num_classes, ignore_index=255, reduce_zero_label=False):
+    """Per-class pixel areas of one prediction/label pair.
+
+    Args:
+        pred (np.ndarray): (H, W) predicted class indices.
+        label (np.ndarray): (H, W) ground truth.
+        num_classes (int): K.
+        ignore_index (int): label value to skip.
+        reduce_zero_label (bool): map label 0 to ignored and k to k - 1 first.
+
+    Returns:
+        tuple[np.ndarray]: (area_intersect, area_union, area_pred, area_label), each (K,) int64.
+    """
+    pred = np.asarray(pred)
+    label = np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f'prediction {pred.shape} and label {label.shape} differ in shape')
+    if reduce_zero_label:
+        label = _reduce_zero_label(label)
+    mask = label != ignore_index
+    pred = pred[mask].astype(np.int64)
+    label = label[mask].astype(np.int64)
+    valid = (label >= 0) & (label < num_classes)
+    if not valid.all():
+        bad = np.unique(label[~valid])[:5]
+        raise ValueError(f'label values {bad.tolist()} are outside [0, {num_classes}) and not '
+                         f'ignore_index={ignore_index}')
+    hit = pred == label
+    area_intersect = np.bincount(label[hit], minlength=num_classes)[:num_classes]
+    in_range = (pred >= 0) & (pred < num_classes)
+    area_pred = np.bincount(pred[in_range], minlength=num_classes)[:num_classes]
+    area_label = np.bincount(label, minlength=num_classes)[:num_classes]
+    area_union = area_pred + area_label - area_intersect
+    return area_intersect, area_union, area_pred, area_label
+
+
+def metrics_from_areas(area_intersect, area_union, area_label):
+    """aAcc, mIoU, mAcc (fractions) and per-class IoU/Acc from accumulated areas."""
+    area_intersect = np.asarray(area_intersect, dtype=np.float64)
+    area_union = np.asarray(area_union, dtype=np.float64)
+    area_label = np.asarray(area_label, dtype=np.float64)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou = area_intersect / area_union  # NaN where the class is in neither
+        acc = area_intersect / area_label  # NaN where the class is not in the labels
+        total = area_label.sum()
+        aacc = area_intersect.sum() / total if total else float('nan')
+    miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan')
+    macc = float(np.nanmean(acc)) if np.isfinite(acc).any() else float('nan')
+    return dict(aAcc=float(aacc), mIoU=miou, mAcc=macc, IoU=iou, Acc=acc)
+
+
+def mean_iou(preds, labels, num_classes, ignore_index=255, reduce_zero_label=False):
+    """mIoU of a whole split.
+
+    Args:
+        preds, labels (list[np.ndarray] | np.ndarray): per-image (H, W) maps.
+        num_classes (int): K.
+
+    Returns:
+        dict: ``aAcc``, ``mIoU``, ``mAcc`` (floats in [0, 1]) and per-class
+        ``IoU`` and ``Acc`` arrays (NaN where undefined).
+    """
+    if isinstance(preds, np.ndarray) and preds.ndim == 2:
+        preds, labels = [preds], [labels]
+    if len(preds) != len(labels):
+        raise ValueError(f'{len(preds)} predictions but {len(labels)} labels')
+    totals = np.zeros((4, num_classes), dtype=np.int64)
+    for pred, label in zip(preds, labels):
+        totals += np.stack(intersect_and_union(pred, label, num_classes, ignore_index, reduce_zero_label))
+    return metrics_from_areas(totals[0], totals[1], totals[3])
+
+
+def format_metrics_table(metrics, class_names):
+    """Per-class IoU/Acc table (percent), as mmseg prints it."""
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(metrics['IoU']))]
+    width = max([len('Class')] + [len(n) for n in names])
+    lines = [f'| {"Class":<{width}} |   IoU  |   Acc  |', f'|{"-" * (width + 2)}|--------|--------|']
+    for name, iou, acc in zip(names, metrics['IoU'], metrics['Acc']):
+        lines.append(f'| {name:<{width}} | {_pct(iou):>6} | {_pct(acc):>6} |')
+    summary = '  '.join(f'{k}: {_pct(metrics[k])}' for k in ('aAcc', 'mIoU', 'mAcc'))
+    return '\n'.join(lines) + '\n' + summary
+
+
+def _pct(value):
+    return 'nan' if not np.isfinite(value) else f'{100 * value:.2f}'
+
+
+@METRICS.register_module()
+class IoUMetric:
+    """Accumulates per-class areas over a split; MPI ranks are summed in :meth:`compute`.
+
+    Args:
+        num_classes (int): K (set by the runner from the dataset when omitted).
+        ignore_index (int): label to skip.
+        iou_metrics (list[str]): accepted for mmseg config compatibility; the
+            result always holds aAcc, mIoU and mAcc.
+    """
+
+    def __init__(self, num_classes=None, ignore_index=255, iou_metrics=('mIoU',), nan_to_num=None,
+                 beta=1, collect_device='cpu', output_dir=None, format_only=False, prefix=None):
+        unsupported = set(iou_metrics) - {'mIoU', 'mDice', 'mFscore'}
+        if unsupported:
+            raise ValueError(f'IoUMetric: unknown iou_metrics {sorted(unsupported)}')
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self):
+        self.totals = None
+        self.count = 0
+
+    def process(self, pred, label):
+        """Add one (H, W) prediction and its (H, W) label."""
+        if self.num_classes is None:
+            raise ValueError('IoUMetric.num_classes is not set')
+        areas = np.stack(intersect_and_union(pred, label, self.num_classes, self.ignore_index))
+        self.totals = areas if self.totals is None else self.totals + areas
+        self.count += 1
+
+    def compute(self):
+        """Metrics over everything processed on every MPI rank."""
+        totals = self.totals if self.totals is not None else np.zeros((4, self.num_classes), np.int64)
+        totals = all_reduce_sum(totals)
+        count = int(all_reduce_sum(np.array([self.count]))[0])
+        if count == 0:
+            raise ValueError('IoUMetric: no samples were evaluated')
+        result = metrics_from_areas(totals[0], totals[1], totals[3])
+        result['num_samples'] = count
+        return result
