@@ -4,5 +4,6 @@ from .jittor_env import configure_jittor
 configure_jittor()  # must run before anything imports jittor
 
 from .version import __version__  # noqa: E402
+from . import evaluation, runner  # noqa: E402,F401  (registers metrics, optimizers, schedulers, hooks)
 
 __all__ = ['__version__', 'configure_jittor']

@@ -16,8 +16,19 @@ import copy
 import difflib
 import inspect
 
-__all__ = ['Registry', 'MODELS', 'DATASETS', 'TRANSFORMS', 'OPTIMIZERS', 'SCHEDULERS',
-           'HOOKS', 'METRICS', 'build_from_cfg']
+__all__ = ['Registry', 'RegistryError', 'BuildError', 'MODELS', 'DATASETS', 'TRANSFORMS', 'OPTIMIZERS',
+           'SCHEDULERS', 'HOOKS', 'METRICS', 'build_from_cfg']
+
+
+class RegistryError(KeyError):
+    """An unknown or duplicate registered name; the message lists close matches."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
+class BuildError(TypeError):
+    """A config dict whose arguments do not fit the constructor of its ``type``."""
 
 
 class Registry:
@@ -55,7 +66,7 @@ class Registry:
         def _register(obj):
             key = name or obj.__name__
             if not force and key in self._table and self._table[key] is not obj:
-                raise KeyError(f'{key!r} is already registered in the {self.name} registry '
+                raise RegistryError(f'{key!r} is already registered in the {self.name} registry '
                                f'(by {self._table[key].__module__})')
             self._table[key] = obj
             return obj
@@ -70,7 +81,7 @@ class Registry:
             return self._table[key]
         close = difflib.get_close_matches(key, self._table.keys(), n=3, cutoff=0.5)
         hint = f'; did you mean {", ".join(repr(c) for c in close)}?' if close else ''
-        raise KeyError(f'unknown {self.name} type {key!r}{hint} '
+        raise RegistryError(f'unknown {self.name} type {key!r}{hint} '
                        f'({len(self._table)} registered: see jseg.registry.'
                        f'{_REGISTRY_VARS.get(self.name, self.name.upper())}.keys())')
 
@@ -87,21 +98,21 @@ def build_from_cfg(cfg, registry, **default_args):
     accept is reported with the config type's name.
     """
     if not isinstance(cfg, dict) or 'type' not in cfg:
-        raise TypeError(f'a {registry.name} config must be a dict with a "type" key, got {cfg!r}')
+        raise BuildError(f'a {registry.name} config must be a dict with a "type" key, got {cfg!r}')
     args = copy.deepcopy(dict(cfg))
     obj_type = args.pop('type')
     for key, value in default_args.items():
         args.setdefault(key, value)
     obj_cls = registry.get(obj_type) if isinstance(obj_type, str) else obj_type
     if not callable(obj_cls):
-        raise TypeError(f'{registry.name} type must be a name or a callable, got {obj_type!r}')
+        raise BuildError(f'{registry.name} type must be a name or a callable, got {obj_type!r}')
     try:
         return obj_cls(**args)
     except TypeError as err:
         try:
             inspect.signature(obj_cls).bind(**args)
         except TypeError as bind_err:
-            raise TypeError(f'{getattr(obj_cls, "__name__", obj_type)}: {bind_err}') from err
+            raise BuildError(f'{getattr(obj_cls, "__name__", obj_type)}: {bind_err}') from err
         except ValueError:
             pass
         raise

@@ -157,7 +157,7 @@ def load_state_dict(model, state_dict, strict=False, logger=None, source='state 
         if tuple(value.shape) != tuple(target.shape):
             mismatched.append((name, tuple(value.shape), tuple(target.shape)))
             continue
-        target.assign(jt.array(value.astype(target.dtype, copy=False)))
+        target.assign(jt.array(value.astype(str(target.dtype), copy=False)))
         loaded.append(name)
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)

@@ -2,7 +2,7 @@
 
 Every record is one JSON object per line in ``<work_dir>/logs/<timestamp>.jsonl``
 (``tools/analyze_logs.py`` plots them); the same values are printed through
-the jseg logger, which also writes ``<work_dir>/logs/<timestamp>.log``.
+the runner's logger, which also writes ``<work_dir>/logs/<timestamp>.log``.
 """
 import datetime
 import json
@@ -12,7 +12,6 @@ import os.path as osp
 from collections import deque
 
 from jseg.utils.dist import is_main_process
-from jseg.utils.logging import get_logger
 
 __all__ = ['LogWriter']
 
@@ -32,18 +31,18 @@ class LogWriter:
         work_dir (str): run folder; logs go to ``work_dir/logs``.
         timestamp (str): names the log files.
         max_iters (int): for the ETA.
+        logger (logging.Logger): prints the records (and writes the text log).
         window (int): number of iterations averaged in each train record.
     """
 
-    def __init__(self, work_dir, timestamp, max_iters, window=50):
+    def __init__(self, work_dir, timestamp, max_iters, logger, window=50):
         self.max_iters = max_iters
         self.enabled = is_main_process()
         log_dir = osp.join(work_dir, 'logs')
         self.json_path = osp.join(log_dir, f'{timestamp}.jsonl')
-        self.text_path = osp.join(log_dir, f'{timestamp}.log')
         if self.enabled:
             os.makedirs(log_dir, exist_ok=True)
-        self.logger = get_logger(self.text_path if self.enabled else None)
+        self.logger = logger
         self.window = window
         self.values = {}
         self.times = deque(maxlen=window)

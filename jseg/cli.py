@@ -1,0 +1,50 @@
+"""What ``tools/run_net.py`` does once its arguments are parsed (importable for tests and tools)."""
+import jittor as jt
+
+from jseg.config import Config, ConfigError, ConfigKeyError
+from jseg.registry import BuildError, RegistryError
+from jseg.runner.checkpoint import CheckpointError
+
+__all__ = ['ERRORS', 'load_config', 'run_from_args', 'select_device']
+
+
+def _data_error():
+    try:
+        from jseg.datasets.errors import DataError
+        return (DataError,)
+    except ImportError:  # pragma: no cover - the data package is part of jseg
+        return ()
+
+
+# Failures caused by the user's input: reported as one line, without a traceback.
+ERRORS = (ConfigError, ConfigKeyError, RegistryError, BuildError, CheckpointError,
+          FileNotFoundError) + _data_error()
+
+
+def select_device(no_cuda=False):
+    """Use CUDA when Jittor has it and it is not switched off; returns the device name."""
+    jt.flags.use_cuda = int(bool(jt.has_cuda) and not no_cuda)
+    return 'cuda' if jt.flags.use_cuda else 'cpu'
+
+
+def load_config(path, cfg_options=None, tta=False):
+    """The resolved config; with ``tta`` the test pipelines and the model use the TTA settings."""
+    cfg = Config.fromfile(path, cfg_options)
+    if tta:
+        if not cfg.get('tta_pipeline', None):
+            raise ConfigError(f'{path}: --tta needs tta_pipeline in the config')
+        for key in ('val_dataloader', 'test_dataloader'):
+            if cfg.get(key, None):
+                cfg[key]['dataset']['pipeline'] = cfg.tta_pipeline
+        cfg.model = dict(type=cfg.get('tta_model', dict(type='SegTTAModel'))['type'], module=cfg.model)
+    return cfg
+
+
+def run_from_args(args):
+    """Run ``args.task`` as described by parsed ``tools/run_net.py`` arguments."""
+    from jseg.runner.runner import Runner
+    select_device(args.no_cuda)
+    cfg = load_config(args.config_file, args.cfg_options, getattr(args, 'tta', False))
+    runner = Runner(cfg, work_dir=args.work_dir, resume=args.resume, load_from=args.load_from,
+                    seed=args.seed, save_dir=args.save_dir)
+    return runner.run(args.task)

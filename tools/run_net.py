@@ -1,0 +1,60 @@
+"""Train, validate or test a jseg model from a Python config.
+
+    python tools/run_net.py --config-file=project/offseg/tiny/offset_learning_tiny_512x512_ade_160k.py --task=train
+    python tools/run_net.py --config-file=... --task=val --resume=work_dirs/.../iter_160000.npz
+    python tools/run_net.py --config-file=... --task=test --load-from=offseg_tiny_ade.pth --save-dir=out/
+    mpirun -np 8 python tools/run_net.py --config-file=... --task=train
+
+Bad input (missing config or checkpoint, unknown task or type, a key missing
+from the config, unusable data) ends with one ``error: ...`` line and exit
+status 1; unexpected failures keep their traceback.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f'error: {message} (see --help)\n')
+        sys.exit(2)
+
+
+def parse_args(argv=None):
+    parser = _Parser(description='Train, validate or test a jseg segmentation model.')
+    parser.add_argument('--config-file', required=True, help='Python config file')
+    parser.add_argument('--task', default='train', choices=['train', 'val', 'test'])
+    parser.add_argument('--work-dir', help='output folder (default: work_dirs/<config name>)')
+    parser.add_argument('--resume', help='checkpoint to resume training from ("auto": latest in the work dir); '
+                                         'for val/test, the weights to evaluate')
+    parser.add_argument('--load-from', help='weights to start from or to evaluate (jseg .npz or PyTorch .pth)')
+    parser.add_argument('--save-dir', help='test: where to write predicted label maps and overlays')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config entries, e.g. model.decode_head.num_classes=19 '
+                             "train_dataloader.batch_size=8 (values are Python literals); "
+                             'prefix a key with + to add a new one')
+    parser.add_argument('--seed', type=int, help='global random seed (default: cfg.seed or 0)')
+    parser.add_argument('--tta', action='store_true', help='val/test with the config\'s test-time augmentation')
+    parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works '
+                                                               '(same as JSEG_NO_CUDA=1)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.no_cuda:
+        os.environ['JSEG_NO_CUDA'] = '1'
+    from jseg.cli import ERRORS, run_from_args  # imports Jittor: after --no-cuda is known
+    try:
+        run_from_args(args)
+    except ERRORS as err:
+        sys.stderr.write(f'error: {err}\n')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
