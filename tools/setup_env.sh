@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what jseg needs on a fresh Debian/Ubuntu machine, idempotently, then warm Jittor's cache.
+#   apt: libdnnl-dev (oneDNN: fast CPU convolutions without Jittor downloading its own),
+#        openmpi-bin + libopenmpi-dev (mpirun data parallel), g++ and Python headers (Jittor's JIT).
+#   pip: requirements.txt, pytest, and jseg itself in editable mode.
+# Jittor compiles its core on the first import (5-8 minutes on 2 cores) and may ask for a rerun
+# after moving its cache, so the import is done twice here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+
+apt_packages=(libdnnl-dev openmpi-bin libopenmpi-dev g++)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO=sudo
+  echo "installing system packages: ${missing[*]}"
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"; }
+fi
+
+if ! "$PYTHON" - <<'PY' >/dev/null 2>&1
+import importlib.util, sys
+import numpy
+missing = [m for m in ('jittor', 'cv2', 'PIL', 'tqdm', 'yapf', 'pytest', 'jseg')
+           if importlib.util.find_spec(m) is None]
+sys.exit(1 if missing or int(numpy.__version__.split('.')[0]) >= 2 else 0)
+PY
+then
+  "$PYTHON" -m pip install -q -r requirements.txt pytest
+  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e .
+fi
+
+for attempt in 1 2; do
+  "$PYTHON" -c "import jseg, jittor" >/dev/null
+done
+echo "jseg environment ready ($("$PYTHON" -c 'import jseg, jittor; print("jseg", jseg.__version__, "/ jittor", jittor.__version__)'))"
