@@ -19,7 +19,7 @@ import numpy as np
 from jseg.utils.fileio import atomic_open
 from jseg.utils.logging import print_log
 
-__all__ = ['CheckpointError', 'LoadReport', 'load_checkpoint', 'load_state_dict', 'read_checkpoint',
+__all__ = ['CheckpointError', 'LoadReport', 'checkpoint_state_dict', 'load_checkpoint', 'load_state_dict', 'read_checkpoint',
            'save_checkpoint']
 
 FORMAT = 'jseg-checkpoint'

@@ -30,7 +30,8 @@ from jseg.utils.fileio import atomic_write_text
 from jseg.utils.logging import get_logger
 from jseg.version import __version__
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_state_dict, load_checkpoint, load_state_dict, read_checkpoint,
+                         save_checkpoint)
 from .log_writer import LogWriter
 from .lr_scheduler import build_schedulers
 from .optim import build_optimizer
@@ -263,15 +264,14 @@ class Runner:
         np.random.set_state(_np_rng_from_meta(meta['numpy_random'], arrays['extra/numpy_random_keys']))
         self.logger.info(f'resumed from {path} at iteration {self.iteration}')
 
-    def _load_weights_for_eval(self, model):
-        path = self.resume_from if self.resume_from not in (None, 'auto') else None
-        if self.resume_from == 'auto':
-            path = self._resolve_resume()
+    def _eval_weights(self):
+        """(path, state dict) of the weights to evaluate, read before the model is built."""
+        path = self._resolve_resume() if self.resume_from else None
         path = path or self.load_from
         if not path:
             raise CheckpointError('no weights given: pass --resume=CHECKPOINT or --load-from=CHECKPOINT')
-        load_checkpoint(model, path, logger=self.logger)
-        return path
+        state, _ = checkpoint_state_dict(path)
+        return path, state
 
     # ------------------------------------------------------------------ evaluation
 
@@ -344,8 +344,9 @@ class Runner:
 
     def val(self):
         self._set_seed(self.seed)
+        path, state = self._eval_weights()
         model = self.build_model()
-        path = self._load_weights_for_eval(model)
+        load_state_dict(model, state, logger=self.logger, source=path)
         loader = self.build_dataloader('val_dataloader', training=False)
         metrics = self.evaluate(loader)
         self._report(metrics, loader.dataset, path, 'val')
@@ -353,8 +354,9 @@ class Runner:
 
     def test(self):
         self._set_seed(self.seed)
+        path, state = self._eval_weights()
         model = self.build_model()
-        path = self._load_weights_for_eval(model)
+        load_state_dict(model, state, logger=self.logger, source=path)
         key = 'test_dataloader' if self.cfg.get('test_dataloader', None) else 'val_dataloader'
         loader = self.build_dataloader(key, training=False)
         save_dir = osp.abspath(self.save_dir or osp.join(self.work_dir, 'predictions'))

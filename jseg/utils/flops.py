@@ -1,0 +1,107 @@
+"""Count parameters and multiply-accumulates (MACs) of a Jittor model, from shapes.
+
+:class:`MacCounter` patches Jittor's convolution and matrix-product entry points
+for the duration of a ``with`` block and adds up, from the operand shapes:
+
+* convolutions (``nn.Conv``/``nn.Conv2d``, ``nn.conv2d``, transposed convolutions):
+  ``output elements x in_channels / groups x kernel area``;
+* matrix products (``matmul``, ``bmm``, ``@``, ``nn.Linear``): ``batch x n x m x k``.
+
+A multiply-add counts once, as the "FLOPs" of mmsegmentation's ``get_flops`` and
+of papers in this field. Biases, normalisation, activations, interpolation,
+softmax and sampling are not counted. Nested calls (a Linear layer calling
+``matmul_transpose``) are counted once, at the outermost entry point.
+"""
+import math
+import threading
+
+import jittor as jt
+from jittor import nn
+
+__all__ = ['MacCounter', 'count_parameters']
+
+
+def count_parameters(model):
+    """Number of trainable (not stop-grad) parameter elements of ``model``."""
+    return sum(int(math.prod(p.shape)) for p in model.parameters() if not p.is_stop_grad())
+
+
+def _conv_macs(weight_shape, groups, out):
+    # weight (C_out, C_in / groups, kh, kw); out (B, C_out, H', W')
+    return int(math.prod(out.shape)) * int(math.prod(weight_shape[1:]))
+
+
+def _matmul_macs(a, b, transpose_b=False):
+    a_shape, b_shape = list(a.shape), list(b.shape)
+    if len(b_shape) == 1:
+        b_shape = b_shape + [1]
+    if len(a_shape) == 1:
+        a_shape = [1] + a_shape
+    if transpose_b:
+        b_shape = b_shape[:-2] + [b_shape[-1], b_shape[-2]]
+    n, k = a_shape[-2], a_shape[-1]
+    m = b_shape[-1]
+    batch = a_shape[:-2] if len(a_shape) >= len(b_shape) else b_shape[:-2]
+    return int(math.prod(batch)) * n * m * k
+
+
+class MacCounter:
+    """``with MacCounter() as c: model(x)`` then read ``c.conv`` and ``c.matmul`` (MACs).
+
+    Not thread-safe across concurrent forward passes; meant for one measurement.
+    """
+
+    def __init__(self):
+        self.conv = 0
+        self.matmul = 0
+        self._depth = threading.local()
+        self._saved = []
+
+    @property
+    def total(self):
+        return self.conv + self.matmul
+
+    def _guarded(self, kind, fn, macs_of):
+        counter = self
+
+        def wrapper(*args, **kwargs):
+            depth = getattr(counter._depth, 'value', 0)
+            counter._depth.value = depth + 1
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                counter._depth.value = depth
+            if depth == 0:
+                setattr(counter, kind, getattr(counter, kind) + macs_of(out, *args, **kwargs))
+            return out
+        return wrapper
+
+    def _patch(self, owner, name, kind, macs_of):
+        original = getattr(owner, name)
+        self._saved.append((owner, name, original))
+        setattr(owner, name, self._guarded(kind, original, macs_of))
+
+    def __enter__(self):
+        conv_module = lambda out, module, *a, **k: _conv_macs(module.weight.shape, module.groups, out)  # noqa: E731
+        self._patch(nn.Conv, 'execute', 'conv', conv_module)
+        for cls_name in ('ConvTranspose', 'ConvTranspose2d'):
+            if hasattr(nn, cls_name):
+                self._patch(getattr(nn, cls_name), 'execute', 'conv',
+                            lambda out, module, x, *a, **k: int(math.prod(x.shape)) *
+                            int(math.prod(module.weight.shape[1:])))
+        self._patch(nn, 'conv2d', 'conv',
+                    lambda out, x, weight, *a, **k: _conv_macs(weight.shape, 1, out))
+        self._patch(nn, 'matmul', 'matmul', lambda out, a, b: _matmul_macs(a, b))
+        self._patch(nn, 'bmm', 'matmul', lambda out, a, b: _matmul_macs(a, b))
+        self._patch(nn, 'matmul_transpose', 'matmul', lambda out, a, b: _matmul_macs(a, b, True))
+        self._patch(nn, 'bmm_transpose', 'matmul', lambda out, a, b: _matmul_macs(a, b, True))
+        self._patch(jt, 'matmul', 'matmul', lambda out, a, b: _matmul_macs(a, b))
+        self._patch(jt.Var, 'matmul', 'matmul', lambda out, a, b: _matmul_macs(a, b))
+        self._patch(jt.Var, '__matmul__', 'matmul', lambda out, a, b: _matmul_macs(a, b))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+        return False
