@@ -1,0 +1,7 @@
+"""Operators: each public op has a pure-Jittor reference and a seam for a fused kernel."""
+from .carafe import carafe, carafe_reference, set_carafe_kernel
+from .offset_attention import offset_attention, offset_attention_reference, set_offset_attention_kernel
+from .pixel_shuffle import pixel_shuffle, pixel_unshuffle
+
+__all__ = ['carafe', 'carafe_reference', 'offset_attention', 'offset_attention_reference', 'pixel_shuffle',
+           'pixel_unshuffle', 'set_carafe_kernel', 'set_offset_attention_kernel']
