@@ -480,6 +480,7 @@ class _Loader:
         self.views = {}
         self.dry = False
         self.budget = 0
+        self.byteorder = 'little'  # of the storages (zip: the byteorder record; legacy: always little)
         self.read_storage = None  # callable(storage) -> bytearray, set per format
         self.member_size = None  # zip: callable(key) -> size or None
         self._placeholders = {}
@@ -514,6 +515,14 @@ class _Loader:
 
     def fail(self, message):
         return TorchPickleError(f'{self.path}: {message}')
+
+    def close(self):
+        """Drop storage buffers (those not handed out as arrays are freed) and break reference cycles."""
+        self.storages.clear()
+        self.views.clear()
+        self.globals.clear()
+        self._rebuilders = ()
+        self.read_storage = self.member_size = None
 
     # -- globals ---------------------------------------------------------------------------
 
@@ -755,8 +764,6 @@ class _Loader:
             return new_type()
         raise self.fail(f'_rebuild_from_type_v2 called with type {new_type!r}')
 
-    byteorder = 'little'
-
 
 class _Dry:
     __slots__ = ()
@@ -950,15 +957,15 @@ def load_torch_file(path, *, return_refused=False):
             message names the file and the problem.
     """
     path = os.fspath(path)
+    loader = _Loader(path, legacy=False)
     try:
         with open(path, 'rb') as f:
             head = f.read(512)
             f.seek(0)
             if head.startswith((b'PK\x03\x04', b'PK\x05\x06')):
-                loader = _Loader(path, legacy=False)
                 tree = _load_zip(f, loader)
             elif head[:1] == b'\x80':
-                loader = _Loader(path, legacy=True)
+                loader.legacy = True
                 tree = _load_legacy(f, loader)
             elif head[257:262] == b'ustar':
                 raise TorchPickleError(f'{path}: the tar-based format of PyTorch < 0.4 is not supported')
@@ -966,8 +973,8 @@ def load_torch_file(path, *, return_refused=False):
                 raise TorchPickleError(f'{path}: not a PyTorch file (neither a zip archive nor a pickle)')
     except OSError as err:
         raise TorchPickleError(f'{path}: cannot read file: {err}') from None
-    loader.storages.clear()
-    loader.views.clear()
+    finally:
+        loader.close()
     if return_refused:
         return tree, sorted(loader.refused)
     return tree
