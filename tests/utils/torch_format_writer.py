@@ -29,7 +29,8 @@ strings, and:
   without a legacy storage class (``UntypedStorage`` + ``_rebuild_tensor_v3``).
 * :class:`Reduce` -> ``GLOBAL module name`` + args + ``REDUCE`` (+ ``BUILD``),
   :class:`Instance` -> an object of any class as protocol 2 pickles it
-  (``NEWOBJ`` + ``BUILD``), :class:`Global` -> a bare global,
+  (``NEWOBJ`` + ``BUILD``), :class:`Global` -> a bare global, :class:`Build` -> any
+  object followed by ``BUILD state``,
   :class:`Pickled` -> an object pickled by its own ``__reduce_ex__`` (e.g. a
   real NumPy array); any other object is pickled as ``pickle`` would (so a
   class whose ``__reduce__`` returns ``os.system`` makes a malicious file).
@@ -46,8 +47,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ['Storage', 'Tensor', 'Parameter', 'Global', 'Reduce', 'Instance', 'Pickled', 'tensor', 'parameter',
-           'bfloat16_bits', 'save_zip', 'save_legacy', 'zip_bytes', 'legacy_bytes']
+__all__ = ['Storage', 'Tensor', 'Parameter', 'Global', 'Reduce', 'Instance', 'Build', 'Pickled', 'tensor', 'parameter',
+           'bfloat16_bits', 'save_zip', 'save_legacy', 'zip_bytes', 'zip_records', 'zip_archive', 'legacy_bytes',
+           'legacy_parts']
 
 # torch dtype name -> (little-endian NumPy dtype of the stored bytes, legacy storage class or None)
 DTYPES = {
@@ -108,6 +110,13 @@ class Instance:
 
     def __init__(self, module, name, state=None):
         self.module, self.name, self.state = module, name, state
+
+
+class Build:
+    """``obj`` followed by ``BUILD state`` (to try to alter an object after it was made)."""
+
+    def __init__(self, obj, state):
+        self.obj, self.state = obj, state
 
 
 class Pickled:
@@ -252,8 +261,14 @@ class _Pickler(pickle._Pickler):
             self.save(obj.state)
             self.write(pickle.BUILD)
 
+    def _save_build(self, obj):
+        self.save(obj.obj)
+        self.save(obj.state)
+        self.write(pickle.BUILD)
+
     dispatch[Global] = _save_global_name
     dispatch[Instance] = _save_instance
+    dispatch[Build] = _save_build
 
 
 def _storage_type(storage):
@@ -270,6 +285,11 @@ def _pickle_tree(obj, storage_pid):
 
 def zip_bytes(obj, archive_name='archive', serialization_id=None, byteorder='little'):
     """The bytes ``torch.save(obj, f)`` writes (zip format)."""
+    return zip_archive(zip_records(obj, archive_name, serialization_id, byteorder))
+
+
+def zip_records(obj, archive_name='archive', serialization_id=None, byteorder='little'):
+    """``[(member name, bytes), ...]`` of the zip format, in torch's order (to tamper with in tests)."""
     storages = {}  # id(Storage) -> (key, storage), in order of first use, like torch
 
     def storage_pid(storage):
@@ -290,10 +310,10 @@ def zip_bytes(obj, archive_name='archive', serialization_id=None, byteorder='lit
             crc = zlib.crc32(data, crc)
         serialization_id = f'{crc:020d}{len(records):020d}'
     records.append(('.data/serialization_id', serialization_id.encode()))
-    return _zip_archive([(f'{archive_name}/{name}', data) for name, data in records])
+    return [(f'{archive_name}/{name}', data) for name, data in records]
 
 
-def _zip_archive(records):
+def zip_archive(records):
     """A zip archive laid out as PyTorch's miniz writer lays it out (stored, 64-byte aligned data)."""
     out = bytearray()
     central = []
@@ -324,6 +344,14 @@ def _zip_archive(records):
 
 def legacy_bytes(obj):
     """The bytes ``torch.save(obj, f, _use_new_zipfile_serialization=False)`` writes."""
+    parts = legacy_parts(obj)
+    return b''.join(parts['headers'] + [parts['pickle'], parts['keys']] + parts['storages'])
+
+
+def legacy_parts(obj):
+    """The legacy format in pieces (to tamper with in tests): a dict of ``headers`` (the magic
+    number, protocol and system info pickles), ``pickle`` (the object tree), ``keys`` (the key
+    list pickle) and ``storages`` (per key: int64 element count + bytes)."""
     storages = {}  # key -> storage
 
     def storage_pid(storage):
@@ -336,18 +364,15 @@ def legacy_bytes(obj):
         # torch computes str(storage._cdata) anew for each tensor: a fresh string, never a memo hit
         return ('storage', storage_type, (storage.key + '.')[:-1], storage.location, numel, None)
 
-    out = io.BytesIO()
-    for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, LEGACY_SYS_INFO):
-        pickle.dump(header, out, protocol=2)
-    out.write(_pickle_tree(obj, storage_pid))
+    headers = [pickle.dumps(h, protocol=2) for h in (LEGACY_MAGIC, LEGACY_PROTOCOL, LEGACY_SYS_INFO)]
+    tree = _pickle_tree(obj, storage_pid)
     keys = sorted(storages)
-    pickle.dump(keys, out, protocol=2)
+    data = []
     for key in keys:
         storage = storages[key]
         raw = storage.raw('little')
-        out.write(struct.pack('<q', len(raw) // (1 if storage.untyped else storage.data.itemsize)))
-        out.write(raw)
-    return out.getvalue()
+        data.append(struct.pack('<q', len(raw) // (1 if storage.untyped else storage.data.itemsize)) + raw)
+    return {'headers': headers, 'pickle': tree, 'keys': pickle.dumps(keys, protocol=2), 'storages': data}
 
 
 def save_zip(obj, path, archive_name=None, **kwargs):
