@@ -74,7 +74,8 @@ def read_checkpoint(filename):
         tuple[dict, dict]: for a jseg checkpoint, ``arrays`` maps every stored
         name (``model/...``, ``optimizer/...``) to a NumPy array and ``meta`` is
         the JSON metadata. For a PyTorch file, ``arrays`` is the unpickled
-        object tree (tensors as NumPy arrays) and ``meta`` is ``{'format': 'pytorch'}``.
+        object tree (tensors as NumPy arrays, objects of refused classes as
+        markers) and ``meta`` is ``{'format': 'pytorch', 'refused_globals': [names]}``.
     """
     if not osp.isfile(filename):
         raise CheckpointError(f'checkpoint not found: {filename}')
@@ -86,9 +87,10 @@ def read_checkpoint(filename):
                 return _read_native(filename)
         from jseg.utils.torch_pickle import TorchPickleError, load_torch_file
         try:
-            return load_torch_file(filename), {'format': 'pytorch'}
+            tree, refused = load_torch_file(filename, return_refused=True)
         except TorchPickleError as err:
             raise CheckpointError(f'cannot read checkpoint {filename}: {err}') from None
+        return tree, {'format': 'pytorch', 'refused_globals': refused}
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
@@ -125,10 +127,14 @@ def checkpoint_state_dict(filename):
     if meta.get('format') == FORMAT:
         prefix = 'model/'
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, meta
+    from jseg.utils.torch_pickle import is_refused
     state = _select_state_dict(arrays, filename)
-    bad = [k for k, v in state.items() if not isinstance(v, np.ndarray)]
+    bad = [f'{k} ({v!r})' if is_refused(v) else f'{k} ({type(v).__name__})'
+           for k, v in state.items() if not isinstance(v, np.ndarray)]
     if bad:
         raise CheckpointError(f'{filename}: state dict entries are not tensors: {bad[:5]}')
+    if meta.get('refused_globals'):
+        print_log(f'{filename}: ignored non-weight objects: {", ".join(meta["refused_globals"])}')
     return dict(state), meta
 
 
