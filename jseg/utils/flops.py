@@ -3,7 +3,7 @@
 :class:`MacCounter` patches Jittor's convolution and matrix-product entry points
 for the duration of a ``with`` block and adds up, from the operand shapes:
 
-* convolutions (``nn.Conv``/``nn.Conv2d``, ``nn.conv2d``, transposed convolutions):
+* convolutions (``nn.Conv``/``nn.Conv2d`` and subclasses, ``nn.conv2d``, transposed convolutions):
   ``output elements x in_channels / groups x kernel area``;
 * matrix products (``matmul``, ``bmm``, ``@``, ``nn.Linear``): ``batch x n x m x k``.
 
@@ -22,8 +22,14 @@ __all__ = ['MacCounter', 'count_parameters']
 
 
 def count_parameters(model):
-    """Number of trainable (not stop-grad) parameter elements of ``model``."""
-    return sum(int(math.prod(p.shape)) for p in model.parameters() if not p.is_stop_grad())
+    """Number of trainable parameter elements of ``model`` (buffers excluded).
+
+    Jittor's ``eval()`` stops the gradient of every parameter and remembers
+    which were trainable (``backup_grad_state``); that record is used when present.
+    """
+    backup = getattr(model, 'backup_grad_state', {})
+    return sum(int(math.prod(p.shape)) for p in model.parameters()
+               if backup.get(id(p), not p.is_stop_grad()))
 
 
 def _conv_macs(weight_shape, groups, out):
@@ -43,6 +49,15 @@ def _matmul_macs(a, b, transpose_b=False):
     m = b_shape[-1]
     batch = a_shape[:-2] if len(a_shape) >= len(b_shape) else b_shape[:-2]
     return int(math.prod(batch)) * n * m * k
+
+
+def _with_subclasses(cls):
+    found, stack = [], [cls]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(current.__subclasses__())
+    return found
 
 
 class MacCounter:
@@ -83,7 +98,9 @@ class MacCounter:
 
     def __enter__(self):
         conv_module = lambda out, module, *a, **k: _conv_macs(module.weight.shape, module.groups, out)  # noqa: E731
-        self._patch(nn.Conv, 'execute', 'conv', conv_module)
+        for cls in _with_subclasses(nn.Conv):  # subclasses may compute a conv another way (1x1 as GEMM)
+            if 'execute' in cls.__dict__:
+                self._patch(cls, 'execute', 'conv', conv_module)
         for cls_name in ('ConvTranspose', 'ConvTranspose2d'):
             if hasattr(nn, cls_name):
                 self._patch(getattr(nn, cls_name), 'execute', 'conv',
