@@ -78,7 +78,9 @@ rebuilt. A tensor that covers its whole storage contiguously becomes an array
 over the storage buffer itself (no copy); any other view is taken with
 ``np.lib.stride_tricks.as_strided`` and copied to a C-contiguous array, so
 returned arrays never share memory. Storage buffers not handed out are freed
-when loading ends.
+when loading ends. In the legacy format the data follows the object pickle, so
+that pickle is interpreted twice: first without data, to learn the storages'
+types and sizes and to validate every tensor, then to build the arrays.
 
 Results
 =======
@@ -88,8 +90,9 @@ shape and values). ``bfloat16`` becomes ``float32`` (exact: bfloat16 is the
 upper half of a float32); ``bool`` becomes ``np.bool_``; conjugate/negative
 views (tensor metadata) are resolved; ``requires_grad``, backward hooks and
 Python attributes of tensors are dropped. Supported dtypes: float16/32/64,
-bfloat16, complex64/128, int8/16/32/64, uint8/16/32/64, bool; quantized and
-float8 tensors raise :class:`TorchPickleError`. Containers come back as
+bfloat16, complex64/128, int8/16/32/64, uint8/16/32/64, bool; float8 and
+complex32 tensors raise :class:`TorchPickleError`; quantized and sparse
+tensors come back refused (their rebuild functions are not allowed). Containers come back as
 ``dict``/``OrderedDict``/``list``/``tuple``/``set``, scalars and strings as
 Python objects, ``torch.<dtype>`` values as :class:`TorchDtype`,
 ``torch.Size`` as ``tuple``, ``torch.device`` as ``str`` and a bare storage
@@ -97,7 +100,16 @@ object as a :class:`TorchStorage` (metadata only). Refused objects appear as
 :class:`RefusedObject` instances (or, for a bare refused global that was never
 called, the placeholder class); :func:`is_refused` recognises both and
 :func:`find_refused` lists them inside any part of the tree, so a caller can
-reject them in the weights and ignore them elsewhere.
+reject them in the weights and ignore them elsewhere::
+
+    tree, refused = load_torch_file('iter_160000.pth', return_refused=True)
+    weights = tree['state_dict']
+    if find_refused(weights):
+        raise ValueError(f'not tensors: {find_refused(weights)}')
+    if refused:
+        print('ignored non-weight objects:', ', '.join(refused))
+
+(:func:`jseg.runner.checkpoint.checkpoint_state_dict` does exactly this.)
 
 Not supported: TorchScript archives (``torch.jit.save``), the pre-0.4 tar
 format, ``mmap``, sparse/quantized/nested tensors, tensor subclasses other
@@ -342,6 +354,18 @@ class RefusedObject(metaclass=_RefusedMeta):
     def __repr__(self):
         return f'<refused object {self.refused_name}>'
 
+    def __reduce__(self):  # copy.deepcopy / pickling of a loaded tree
+        return _refused_object, (self.refused_name,)
+
+
+def _placeholder_class(name):
+    return _RefusedMeta('RefusedObject', (RefusedObject,), {'__slots__': (), 'refused_name': name,
+                                                             '__module__': __name__})
+
+
+def _refused_object(name):
+    return _placeholder_class(str(name))()
+
 
 def is_refused(obj):
     """Whether ``obj`` stands for something refused: a :class:`RefusedObject` or a placeholder class."""
@@ -538,8 +562,7 @@ class _Loader:
         self.refused.add(full)
         placeholder = self._placeholders.get(full)
         if placeholder is None:
-            placeholder = _RefusedMeta('RefusedObject', (RefusedObject,), {'__slots__': (), 'refused_name': full,
-                                                                            '__module__': __name__})
+            placeholder = _placeholder_class(full)
             self._placeholders[full] = placeholder
         return placeholder
 
@@ -794,8 +817,8 @@ def _load_zip(f, loader):
     try:
         zf = zipfile.ZipFile(f)
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
-        raise fail(f'not a readable zip archive (truncated or corrupt?): {err}') from None
+    except Exception as err:  # noqa: BLE001 (zipfile raises many kinds on a damaged directory)
+        raise fail(f'not a readable zip archive (truncated or corrupt?): {type(err).__name__}: {err}') from None
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
         raise fail('zip archive has duplicate members')
@@ -817,8 +840,9 @@ def _load_zip(f, loader):
             raise fail(f'archive member {name} is too large ({info.file_size} bytes)')
         try:
             return zf.read(info)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
-            raise fail(f'cannot read archive member {name} (truncated or corrupt?): {err}') from None
+        except Exception as err:  # noqa: BLE001
+            raise fail(f'cannot read archive member {name} (truncated or corrupt?): {type(err).__name__}: '
+                       f'{err}') from None
 
     if prefix + 'byteorder' in by_name:
         order = read_member(prefix + 'byteorder', limit=16)
@@ -846,8 +870,8 @@ def _load_zip(f, loader):
                     view[pos:pos + len(chunk)] = chunk
                     pos += len(chunk)
                 member.read(1)  # reach the end of the member, so that its CRC is checked
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
-            raise fail(f'cannot read storage {name} (truncated or corrupt?): {err}') from None
+        except Exception as err:  # noqa: BLE001
+            raise fail(f'cannot read storage {name} (truncated or corrupt?): {type(err).__name__}: {err}') from None
         if pos != len(buf):
             raise fail(f'storage {name} is truncated: {pos} of {len(buf)} bytes')
         return buf

@@ -306,6 +306,10 @@ def test_bare_refused_global_and_module_pickles(tmp_path, fmt):
     assert is_refused(loaded['cls']) and repr(loaded['cls']) == '<refused global os.system>'
     assert is_refused(loaded['call_result']) and repr(loaded['call_result']) == '<refused object os.getcwd>'
     assert refused == ['os.getcwd', 'os.system']
+    import copy
+    copied = copy.deepcopy(loaded)  # markers survive copying (and pickling) of a loaded tree
+    assert is_refused(copied['call_result']) and copied['call_result'].refused_name == 'os.getcwd'
+    assert is_refused(pickle.loads(pickle.dumps(loaded['call_result'])))
 
 
 @pytest.mark.parametrize('fmt', FORMATS)
@@ -543,6 +547,45 @@ def test_legacy_storage_views(tmp_path):
     loaded = load_torch_file(str(path))
     assert_array(loaded['whole'], np.arange(10, dtype=np.float32))
     assert_array(loaded['view'], np.array([4.0, 5.0], np.float32))
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_random_damage_raises_only_torch_pickle_error(tmp_path, fmt):
+    """Mutated files either load or raise TorchPickleError (zip: the pickle is damaged, the CRCs kept valid)."""
+    import random
+    base = w.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
+    tree = OrderedDict(a=base, b=base.view(1, (2, 2), (4, 1)), c=w.Parameter(np.ones(3, np.float16)),
+                       d={'x': [1, 2.5, 'abc', None, (b'xy', {1})], 'n': w.Pickled(np.arange(2))},
+                       e=w.tensor(np.arange(3, dtype=np.uint16)), f=np.array(3, np.int64))
+    rng = random.Random(0)
+    records, legacy = w.zip_records(tree), w.legacy_bytes(tree)
+
+    def damage(data):
+        data = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            pos, kind = rng.randrange(len(data)), rng.random()
+            if kind < 0.6:
+                data[pos] = rng.randrange(256)
+            elif kind < 0.8:
+                del data[pos:pos + rng.randint(1, 8)]
+            else:
+                data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        return bytes(data)
+
+    path = tmp_path / 'damaged.pth'
+    outcomes = set()
+    for _ in range(100):
+        if fmt == 'zip':
+            path.write_bytes(w.zip_archive([(n, damage(d) if n.endswith('.pkl') else d) for n, d in records]))
+        else:
+            path.write_bytes(damage(legacy))
+        try:
+            load_torch_file(str(path))
+            outcomes.add('loaded')
+        except TorchPickleError as err:
+            assert str(path) in str(err)
+            outcomes.add('error')
+    assert outcomes == {'loaded', 'error'}
 
 
 # ---------------------------------------------------------------------------------------------
