@@ -21,7 +21,10 @@ archive whose members all live in one top-level folder, the *archive name*
 ``('storage', storage_type, key, location, numel)``: ``storage_type`` is a
 global such as ``torch.FloatStorage`` (``numel`` counts its elements) or
 ``torch.storage.UntypedStorage`` (``numel`` counts bytes; torch >= 2 writes it
-for dtypes without a legacy storage class, e.g. ``uint16``). Tensors are
+for dtypes without a legacy storage class, e.g. ``uint16``). ``TypedStorage``
+itself does not appear: torch writes a typed storage under the legacy class
+name of its dtype (checked with torch 2.13). ``torch._UntypedStorage``, the
+untyped storage's name in torch 1.12, is accepted as an alias. Tensors are
 rebuilt by ``torch._utils._rebuild_tensor_v2(storage, storage_offset, size,
 stride, requires_grad, backward_hooks[, metadata])`` or, over an untyped
 storage, ``_rebuild_tensor_v3(..., backward_hooks, dtype[, metadata])`` with
