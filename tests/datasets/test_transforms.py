@@ -355,3 +355,32 @@ def test_compose_stops_at_none_and_reprs_are_informative():
                 dict(type='Normalize', mean=[0, 0, 0], std=[1, 1, 1]), dict(type='ResizeToMultiple')]:
         text = repr(TRANSFORMS.build(cfg))
         assert text.startswith(cfg['type'] + '(') and len(text) > len(cfg['type']) + 4
+
+
+def test_photometric_matches_mmseg_float_formulas():
+    """The lookup tables give exactly mmseg's ``clip(float32(img) * a + b)`` and HSV steps."""
+    def convert(img, alpha=1, beta=0):
+        return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def reference(img, rng):  # mmseg's PhotoMetricDistortion.transform, with its default ranges
+        if rng.randint(2):
+            img = convert(img, beta=rng.uniform(-32, 32))
+        mode = rng.randint(2)
+        if mode == 1 and rng.randint(2):
+            img = convert(img, alpha=rng.uniform(0.5, 1.5))
+        if rng.randint(2):
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[:, :, 1] = convert(hsv[:, :, 1], alpha=rng.uniform(0.5, 1.5))
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if rng.randint(2):
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + rng.randint(-18, 18)) % 180
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if mode == 0 and rng.randint(2):
+            img = convert(img, alpha=rng.uniform(0.5, 1.5))
+        return img
+
+    img = np.random.RandomState(1).randint(0, 256, (24, 32, 3)).astype(np.uint8)
+    for seed in range(60):
+        out = PhotoMetricDistortion()(results_for(img.copy(), rng=np.random.RandomState(seed)))['img']
+        np.testing.assert_array_equal(out, reference(img.copy(), np.random.RandomState(seed)))

@@ -1,6 +1,4 @@
 """Reading images and label maps from disk (mmcv/mmseg 1.x ``LoadImageFromFile``/``LoadAnnotations``)."""
-import os
-
 import cv2
 import numpy as np
 from PIL import Image
@@ -193,18 +191,13 @@ class LoadAnnotations:
             raise DataError(path, f'annotation size {label.shape[1]}x{label.shape[0]} (w x h) differs from '
                                   f'its image {results.get("img_path")} of size {ori_shape[1]}x{ori_shape[0]}')
         reduce_zero_label = self._resolve_reduce_zero_label(results)
-        if reduce_zero_label:
-            label = _REDUCE_ZERO_LUT[label]
-        label_map = results.get('label_map')
-        if label_map:
-            lut = np.arange(256, dtype=np.uint8)
-            for old_id, new_id in label_map.items():
-                lut[old_id] = new_id
-            label = lut[label]
+        lut = _label_lut(reduce_zero_label, results.get('label_map'))
         num_classes = results.get('num_classes')
         if num_classes is not None:
-            _check_label_range(label, num_classes, self.ignore_index, path, reduce_zero_label,
+            _check_label_range(label, lut, num_classes, self.ignore_index, path, reduce_zero_label,
                                results.get('label_hint'))
+        if lut is not None:
+            label = cv2.LUT(np.ascontiguousarray(label), lut)
         results['gt_seg_map'] = label
         results.setdefault('seg_fields', [])
         if 'gt_seg_map' not in results['seg_fields']:
@@ -221,10 +214,24 @@ _REDUCE_ZERO_LUT = np.concatenate([[255], np.arange(255)]).astype(np.uint8)
 _REDUCE_ZERO_LUT[255] = 255
 
 
-def _check_label_range(label, num_classes, ignore_index, path, reduce_zero_label, hint=None):
-    counts = np.bincount(label.ravel(), minlength=256)
-    counts[ignore_index] = 0
-    bad = np.nonzero(counts[num_classes:])[0] + num_classes
+def _label_lut(reduce_zero_label, label_map):
+    """A 256-entry uint8 table doing reduce_zero_label then label_map, or None for the identity."""
+    if not reduce_zero_label and not label_map:
+        return None
+    lut = _REDUCE_ZERO_LUT.copy() if reduce_zero_label else np.arange(256, dtype=np.uint8)
+    if label_map:
+        remap = np.arange(256, dtype=np.uint8)
+        for old_id, new_id in label_map.items():
+            remap[old_id] = new_id
+        lut = remap[lut]
+    return lut
+
+
+def _check_label_range(raw, lut, num_classes, ignore_index, path, reduce_zero_label, hint=None):
+    """Raise DataError if ``raw`` (before ``lut``) gives ids outside [0, num_classes) other than the ignore index."""
+    present = np.nonzero(cv2.calcHist([np.ascontiguousarray(raw)], [0], None, [256], [0, 256]).ravel())[0]
+    values = present if lut is None else np.unique(lut[present])
+    bad = values[(values >= num_classes) & (values != ignore_index)]
     if bad.size:
         shown = ', '.join(str(int(v)) for v in bad[:8]) + (', ...' if bad.size > 8 else '')
         after = ' after reduce_zero_label' if reduce_zero_label else ''

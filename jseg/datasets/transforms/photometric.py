@@ -9,6 +9,14 @@ from .functional import get_rng
 __all__ = ['PhotoMetricDistortion', 'Normalize']
 
 
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+def _affine_lut(alpha, beta):
+    """uint8 -> ``uint8(clip(float32(v) * alpha + beta, 0, 255))`` for every v."""
+    return np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
 @TRANSFORMS.register_module()
 class PhotoMetricDistortion:
     """Random brightness, contrast, saturation and hue changes of a uint8 BGR image.
@@ -40,7 +48,12 @@ class PhotoMetricDistortion:
 
     @staticmethod
     def convert(img, alpha=1, beta=0):
-        """``clip(img * alpha + beta, 0, 255)`` as uint8 (computed in float32)."""
+        """``clip(img * alpha + beta, 0, 255)`` truncated to uint8, computed in float32 as mmseg does.
+
+        For uint8 images the 256 possible results are computed once and looked up.
+        """
+        if img.dtype == np.uint8:
+            return cv2.LUT(np.ascontiguousarray(img), _affine_lut(alpha, beta))
         out = img.astype(np.float32) * alpha + beta
         return np.clip(out, 0, 255).astype(np.uint8)
 
@@ -56,18 +69,19 @@ class PhotoMetricDistortion:
 
     def saturation(self, img, rng):
         if rng.randint(2):
+            alpha = rng.uniform(self.saturation_lower, self.saturation_upper)
             hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-            hsv[:, :, 1] = self.convert(hsv[:, :, 1],
-                                        alpha=rng.uniform(self.saturation_lower, self.saturation_upper))
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            lut = np.stack([_IDENTITY, _affine_lut(alpha, 0), _IDENTITY], -1)[:, None, :]  # S channel only
+            img = cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
         return img
 
     def hue(self, img, rng):
         if rng.randint(2):
-            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
             shift = int(rng.randint(-self.hue_delta, self.hue_delta)) if self.hue_delta > 0 else 0
-            hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + shift) % 180
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hue_lut = ((np.arange(256) + shift) % 180).astype(np.uint8)     # H is 0..179 in OpenCV
+            lut = np.stack([hue_lut, _IDENTITY, _IDENTITY], -1)[:, None, :]  # H channel only
+            img = cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
         return img
 
     def __call__(self, results):
