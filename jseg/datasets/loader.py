@@ -41,7 +41,6 @@ How it works
   :attr:`SegDataLoader.num_skipped` counts them.
 """
 import contextlib
-import os
 import random
 import time
 import traceback
@@ -62,9 +61,13 @@ _SHUFFLE_TAG, _SAMPLE_TAG, _GLOBAL_TAG = 0, 1, 2
 _IGNORED_KEYS = ('persistent_workers', 'pin_memory', 'prefetch_factor', 'worker_init_fn', 'collate_fn')
 
 
+def _entropy(seed, *words):
+    return [int(seed) % (1 << 64)] + [int(w) for w in words]
+
+
 def sample_rng(seed, epoch, index):
     """The random state of sample ``index`` in ``epoch``: a ``np.random.RandomState``."""
-    words = np.random.SeedSequence([int(seed), int(epoch), int(index), _SAMPLE_TAG])
+    words = np.random.SeedSequence(_entropy(seed, epoch, index, _SAMPLE_TAG))
     return np.random.RandomState(np.random.MT19937(words))
 
 
@@ -72,14 +75,14 @@ def epoch_order(num_samples, seed, epoch, shuffle):
     """The sample indices of ``epoch`` in loading order (int64 array)."""
     if not shuffle:
         return np.arange(num_samples)
-    return np.random.default_rng([int(seed), int(epoch), _SHUFFLE_TAG]).permutation(num_samples)
+    return np.random.default_rng(_entropy(seed, epoch, _SHUFFLE_TAG)).permutation(num_samples)
 
 
 @contextlib.contextmanager
 def _seeded_global_random(seed, epoch, index):
     """Seed NumPy's and Python's global random states for one sample, then restore them."""
     np_state, py_state = np.random.get_state(), random.getstate()
-    words = np.random.SeedSequence([int(seed), int(epoch), int(index), _GLOBAL_TAG]).generate_state(4)
+    words = np.random.SeedSequence(_entropy(seed, epoch, index, _GLOBAL_TAG)).generate_state(4)
     np.random.seed(words)
     random.seed(int(words[0]))
     try:

@@ -1,10 +1,19 @@
-"""Collation, reproducibility across worker counts and resumes, epoch handling."""
+"""Collation, reproducibility across worker counts, MPI ranks and resumes, epoch handling."""
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from jseg.datasets import DemoShapesDataset, build_dataloader, collate_samples
 from jseg.datasets.loader import epoch_order
 
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -144,3 +153,40 @@ def test_eval_batches_keep_native_size_and_tuple_metas(demo_root):
         assert isinstance(meta['ori_shape'], tuple) and isinstance(meta['scale_factor'], tuple)
         assert meta['sample_idx'] == i and meta['flip'] is False
     loader.close()
+
+
+MPI_SCRIPT = '''
+import hashlib, json, sys
+import jseg
+import jittor as jt
+from jseg.datasets import DemoShapesDataset, build_dataloader
+pipeline = json.loads(sys.argv[2])
+ds = DemoShapesDataset(data_root=sys.argv[1], pipeline=pipeline,
+                       data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'))
+loader = build_dataloader(ds, batch_size=4, num_workers=0, shuffle=True, seed=5)
+loader.set_epoch(1)
+loader.set_start_iter(1)
+out = [[(m['sample_idx'], hashlib.md5(b['inputs'][i].tobytes()).hexdigest()) for i, m in enumerate(b['metas'])]
+       for b in loader]
+print('RESULT', jt.rank, json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(shutil.which('mpirun') is None, reason='needs Open MPI (mpirun)')
+def test_mpi_ranks_share_each_batch_and_get_the_same_samples(train_set, demo_root, tmp_path):
+    reference = build_dataloader(train_set, batch_size=4, shuffle=True, seed=5)
+    reference.set_epoch(1)
+    reference.set_start_iter(1)
+    expected = [[(m['sample_idx'], hashlib.md5(b['inputs'][i].tobytes()).hexdigest())
+                 for i, m in enumerate(b['metas'])] for b in reference]
+    script = tmp_path / 'rank.py'
+    script.write_text(MPI_SCRIPT)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1',
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    done = subprocess.run(['mpirun', '-np', '2', sys.executable, str(script), demo_root, json.dumps(TRAIN_PIPELINE)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = dict(line.split(' ', 2)[1:] for line in done.stdout.splitlines() if line.startswith('RESULT'))
+    shares = [json.loads(ranks[r]) for r in ('0', '1')]
+    merged = [[tuple(s) for s in a + b] for a, b in zip(*shares)]
+    assert merged == expected and len(merged) == 2  # each rank half of every global batch
