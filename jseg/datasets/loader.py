@@ -292,12 +292,14 @@ class SegDataLoader:
         seed (int): base of every random choice (order and augmentation).
         drop_last (bool): drop the last incomplete batch of an epoch.
         pad_size (tuple[int, int] | None): minimum ``(h, w)`` of batches.
-        buffer_size (int): bytes of each worker's shared-memory buffer (must
-            hold two batches comfortably).
+        buffer_size (int | None): bytes of each worker's shared-memory ring
+            buffer (the main process maps all of them). None: three batches'
+            worth when ``pad_size`` bounds the batch (16 MiB to 512 MiB), else
+            Jittor's default of 512 MiB. A batch that does not fit is a clear error.
     """
 
     def __init__(self, dataset, batch_size=1, num_workers=0, shuffle=False, seed=0, drop_last=False,
-                 pad_size=None, buffer_size=512 * 1024 * 1024):
+                 pad_size=None, buffer_size=None):
         global _SOURCE_CLASS
         import jittor as jt
         if _SOURCE_CLASS is None:
@@ -315,6 +317,11 @@ class SegDataLoader:
         self.seed = 0 if seed is None else int(seed)
         self.drop_last = drop_last
         self.pad_size = None if pad_size is None else tuple(int(s) for s in pad_size)
+        if buffer_size is None:
+            buffer_size = _auto_buffer_size(batch_size, self.pad_size, getattr(dataset, 'pipeline', None))
+        if buffer_size < (2 << 20):
+            raise ValueError(f'buffer_size must be at least 2 MiB, got {buffer_size}')
+        self.buffer_size = buffer_size
         self.num_skipped = 0
         self._epoch = 0
         self._start_iter = 0
@@ -396,6 +403,19 @@ class SegDataLoader:
                 f'seed={self.seed}, drop_last={self.drop_last}, pad_size={self.pad_size})')
 
 
+def _auto_buffer_size(batch_size, pad_size, pipeline):
+    """Ring buffer bytes for three batches of ``pad_size`` (float images if the pipeline normalises)."""
+    if pad_size is None:
+        return 512 << 20
+    names = {type(t).__name__ for t in getattr(pipeline, 'transforms', [])}
+    image_bytes = 4 if 'Normalize' in names else 1
+    batch = batch_size * pad_size[0] * pad_size[1] * (3 * image_bytes + 1) + (1 << 20)
+    size = 16 << 20
+    while size < 3 * batch and size < 512 << 20:
+        size *= 2
+    return size
+
+
 def _find_crop_size(pipeline):
     for transform in getattr(pipeline, 'transforms', []):
         if type(transform).__name__ == 'RandomCrop':
@@ -404,7 +424,7 @@ def _find_crop_size(pipeline):
 
 
 def build_dataloader(dataset, batch_size=None, num_workers=None, shuffle=None, seed=None, drop_last=None,
-                     pad_size='auto', buffer_size=512 * 1024 * 1024, training=None, **kwargs):
+                     pad_size='auto', buffer_size=None, training=None, **kwargs):
     """Build a :class:`SegDataLoader`.
 
     Args:
@@ -427,10 +447,11 @@ def build_dataloader(dataset, batch_size=None, num_workers=None, shuffle=None, s
             ``'auto'`` uses the ``crop_size`` of a ``RandomCrop`` in the
             pipeline, so training batches always have the crop size (as mmseg's
             data preprocessor pads them), and nothing for evaluation pipelines.
-        buffer_size (int): bytes of each worker's shared-memory buffer.
+        buffer_size (int | None): bytes of each worker's shared-memory buffer
+            (default: sized from the batch, see :class:`SegDataLoader`).
     """
     settings = {}
-    if isinstance(dataset, dict) and 'dataset' in dataset:
+    if isinstance(dataset, dict) and 'dataset' in dataset and 'type' not in dataset:
         loader_cfg = dict(dataset)
         dataset = loader_cfg.pop('dataset')
         sampler = loader_cfg.pop('sampler', None)
@@ -460,4 +481,4 @@ def build_dataloader(dataset, batch_size=None, num_workers=None, shuffle=None, s
     return SegDataLoader(dataset, batch_size=settings.get('batch_size', 1),
                          num_workers=settings.get('num_workers', 0), shuffle=shuffle,
                          seed=settings.get('seed', 0), drop_last=bool(drop_last), pad_size=pad_size,
-                         buffer_size=settings.get('buffer_size', buffer_size))  # noqa: E501
+                         buffer_size=buffer_size if buffer_size is not None else settings.get('buffer_size'))

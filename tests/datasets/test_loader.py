@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jseg.datasets import DemoShapesDataset, build_dataloader, collate_samples
+from jseg.datasets import DataError, DemoShapesDataset, build_dataloader, collate_samples
 from jseg.datasets.loader import epoch_order
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -190,3 +190,14 @@ def test_mpi_ranks_share_each_batch_and_get_the_same_samples(train_set, demo_roo
     shares = [json.loads(ranks[r]) for r in ('0', '1')]
     merged = [[tuple(s) for s in a + b] for a, b in zip(*shares)]
     assert merged == expected and len(merged) == 2  # each rank half of every global batch
+
+
+def test_buffer_sized_from_the_batch_and_overflow_is_reported(train_set):
+    from jseg.datasets.loader import _auto_buffer_size
+    assert _auto_buffer_size(16, (512, 512), None) == 64 << 20       # 16 x 512 x 512 x 4 bytes, three times
+    assert _auto_buffer_size(8, (1024, 1024), None) == 128 << 20
+    assert _auto_buffer_size(1, None, None) == 512 << 20             # unbounded evaluation batches
+    loader = build_dataloader(train_set, batch_size=2, num_workers=1, pad_size=(1024, 1024), buffer_size=4 << 20)
+    with pytest.raises(DataError, match='buffer_size'):
+        next(iter(loader))
+    loader.close()
