@@ -17,7 +17,6 @@ what the OffSeg modules pass with ``channels_first=True``). The feature output
 F_pos comes back in the same layout as the input.
 """
 import jittor as jt
-from jittor import nn
 
 __all__ = ['offset_attention', 'offset_attention_reference', 'set_offset_attention_kernel']
 
@@ -58,9 +57,10 @@ def offset_attention_reference(img_feat, cls_repr, channels_first=False):
     """Pure-Jittor coupled attention; same arguments and results as :func:`offset_attention`.
 
     Works per image with 2-D matrix products, which Jittor hands to oneDNN
-    (a batched 3-D product falls back to a much slower generic loop). The
-    attention is kept class-major, A^T (K, HW), so every product reads its
-    operands in their stored order.
+    (a batched 3-D product falls back to a much slower generic loop). Both
+    softmaxes reduce over the leading axis of their operand, the fast
+    direction for Jittor's reductions: over classes on A^T (K, HW), over
+    positions on A (HW, K).
     """
     b = img_feat.shape[0]
     if cls_repr.ndim != 3 or cls_repr.shape[0] not in (1, b):
@@ -70,13 +70,13 @@ def offset_attention_reference(img_feat, cls_repr, channels_first=False):
         raise ValueError(f'offset_attention: {c} feature channels but cls_repr has {cls_repr.shape[2]}')
     cls_out, feat_out = [], []
     for i in range(b):
-        e_t = img_feat[i] if channels_first else img_feat[i].transpose(1, 0)  # (C, HW)
-        w = cls_repr[i if cls_repr.shape[0] > 1 else 0]                       # (K, C)
-        attn = jt.matmul(w, e_t)                                  # A^T (K, HW)
-        cls_attn = _softmax(attn, 1)                              # softmax over positions
-        pos_attn = _softmax(attn, 0)                              # softmax over classes
-        cls_out.append(nn.matmul_transpose(cls_attn, e_t))        # (K, HW) x (C, HW)^T -> (K, C)
-        f_pos_t = jt.matmul(w.transpose(1, 0), pos_attn)          # (C, K) x (K, HW) -> (C, HW)
+        e_t = img_feat[i] if channels_first else img_feat[i].transpose(1, 0)  # E^T (C, HW)
+        w = cls_repr[i if cls_repr.shape[0] > 1 else 0]                       # W (K, C)
+        attn_t = jt.matmul(w, e_t)                                # A^T (K, HW)
+        cls_attn = _softmax(attn_t.transpose(1, 0), 0)            # (HW, K), softmax over positions
+        pos_attn = _softmax(attn_t, 0)                            # (K, HW), softmax over classes
+        cls_out.append(jt.matmul(e_t, cls_attn).transpose(1, 0))  # (C, HW) x (HW, K) -> F_cls (K, C)
+        f_pos_t = jt.matmul(w.transpose(1, 0), pos_attn)          # (C, K) x (K, HW) -> F_pos^T (C, HW)
         feat_out.append(f_pos_t if channels_first else f_pos_t.transpose(1, 0))
     if b == 1:
         return cls_out[0].unsqueeze(0), feat_out[0].unsqueeze(0)
