@@ -27,9 +27,14 @@ _fused_kernel = None
 
 
 def set_carafe_kernel(fn):
-    """Route :func:`carafe` to ``fn`` (same signature); ``None`` restores the reference."""
+    """Route :func:`carafe` to ``fn`` (same signature); ``None`` restores the reference.
+
+    Returns:
+        callable | None: the kernel registered before, so that callers can restore it.
+    """
     global _fused_kernel
-    _fused_kernel = fn
+    previous, _fused_kernel = _fused_kernel, fn
+    return previous
 
 
 def _check(features, masks, kernel_size, group_size, scale_factor):

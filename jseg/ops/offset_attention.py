@@ -25,9 +25,14 @@ _fused_kernel = None
 
 
 def set_offset_attention_kernel(fn):
-    """Route :func:`offset_attention` to ``fn`` (same signature); ``None`` restores the reference."""
+    """Route :func:`offset_attention` to ``fn`` (same signature); ``None`` restores the reference.
+
+    Returns:
+        callable | None: the kernel registered before, so that callers can restore it.
+    """
     global _fused_kernel
-    _fused_kernel = fn
+    previous, _fused_kernel = _fused_kernel, fn
+    return previous
 
 
 def offset_attention(img_feat, cls_repr, channels_first=False):

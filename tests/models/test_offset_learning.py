@@ -72,19 +72,20 @@ def test_offset_learning_mask_matches_numpy():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_offset_attention_layouts_and_batching():
+@pytest.mark.parametrize('impl', [offset_attention, offset_attention_reference])
+def test_offset_attention_layouts_and_batching(impl):
     b, n, c, k = 3, 7, 4, 5
     rng = np.random.RandomState(2)
     E = rng.randn(b, n, c).astype(np.float32)
     W = rng.randn(b, k, c).astype(np.float32)
-    f_cls, f_pos = offset_attention(jt.array(E), jt.array(W))
+    f_cls, f_pos = impl(jt.array(E), jt.array(W))
     A = E.astype(np.float64) @ W.astype(np.float64).transpose(0, 2, 1)
     np.testing.assert_allclose(f_cls.numpy(), softmax(A, 1).transpose(0, 2, 1) @ E, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(f_pos.numpy(), softmax(A, 2) @ W, rtol=1e-4, atol=1e-5)
-    f_cls_cf, f_pos_cf = offset_attention(jt.array(E.transpose(0, 2, 1).copy()), jt.array(W), channels_first=True)
+    f_cls_cf, f_pos_cf = impl(jt.array(E.transpose(0, 2, 1).copy()), jt.array(W), channels_first=True)
     np.testing.assert_allclose(f_cls_cf.numpy(), f_cls.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(f_pos_cf.numpy(), f_pos.numpy().transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
-    shared = offset_attention(jt.array(E), jt.array(W[:1]))[1].numpy()       # (1, K, C) is broadcast
+    shared = impl(jt.array(E), jt.array(W[:1]))[1].numpy()       # (1, K, C) is broadcast
     expected = softmax(E[2].astype(np.float64) @ W[0].T.astype(np.float64), 1) @ W[0]
     np.testing.assert_allclose(shared[2], expected, rtol=1e-4, atol=1e-5)
 
@@ -99,13 +100,13 @@ def test_offset_attention_dispatches_to_registered_kernel():
     module = OffsetLearning(3, 4)
     x = jt.array(np.random.RandomState(3).randn(1, 4, 2, 2).astype(np.float32))
     expected = module(x).numpy()
-    set_offset_attention_kernel(fake_kernel)
+    previous = set_offset_attention_kernel(fake_kernel)
     try:
         out = module(x).numpy()
     finally:
-        set_offset_attention_kernel(None)
+        set_offset_attention_kernel(previous)
     assert calls == [True]
-    np.testing.assert_allclose(out, expected)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_official_parameter_names_and_init():
