@@ -9,7 +9,9 @@ Without ``--data-root`` it writes ``--num-images`` synthetic JPEGs of 683x512 wi
 label maps (ADE20K's typical size and layout) to a temporary folder. It builds the
 config's ``train_dataloader`` (pipeline, crop, global batch size), iterates one
 warm-up epoch per worker count (worker start-up, caches), then ``--runs`` timed
-epochs, and prints the median images/s of the timed epochs.
+epochs, and prints the median images/s of the timed epochs. ``--step-time S``
+sleeps S seconds per batch, like a training step on a GPU that leaves the CPU
+to the workers; ``--profile`` also prints the time of each transform.
 """
 import argparse
 import os
@@ -46,16 +48,40 @@ def make_ade_like_data(root, num_images, height=512, width=683, seed=0):
     return root
 
 
-def measure(loader, runs):
-    """Images/s of ``runs`` epochs after one warm-up epoch: (median, all)."""
+def measure(loader, runs, step_time=0.0):
+    """Images/s of ``runs`` epochs after one warm-up epoch: (median, all).
+
+    ``step_time`` seconds of sleep per batch stand for a training step that
+    leaves the CPU free (a GPU step): workers load the next batches meanwhile.
+    """
     for _ in loader:  # warm-up: worker start-up, file cache
         pass
     rates = []
     for _ in range(runs):
         start = time.perf_counter()
-        images = sum(len(batch['metas']) for batch in loader)
+        images = 0
+        for batch in loader:
+            images += len(batch['metas'])
+            if step_time:
+                time.sleep(step_time)
         rates.append(images / (time.perf_counter() - start))
     return statistics.median(rates), rates
+
+
+def profile_transforms(dataset, samples=32):
+    """Mean milliseconds per sample of each transform of ``dataset.pipeline`` (main process, one thread pool)."""
+    import numpy as np
+    totals = {}
+    for i in range(min(samples, len(dataset))):
+        results = dataset.get_data_info(i)
+        results['rng'] = np.random.RandomState(i)
+        for transform in dataset.pipeline:
+            start = time.perf_counter()
+            results = transform(results)
+            name = type(transform).__name__
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+    count = min(samples, len(dataset))
+    return {name: 1000 * total / count for name, total in totals.items()}
 
 
 def parse_args(argv=None):
@@ -67,6 +93,9 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, nargs='+', default=[0, 2], help='worker counts to compare')
     parser.add_argument('--runs', type=int, default=5, help='timed epochs per worker count')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--profile', action='store_true', help='also time each transform')
+    parser.add_argument('--step-time', type=float, default=0.0,
+                        help='seconds of simulated (CPU-free, GPU-like) training step per batch')
     return parser.parse_args(argv)
 
 
@@ -90,11 +119,17 @@ def main(argv=None):
         print(f'config {args.config}: crop {tuple(cfg.crop_size)}, global batch {args.batch_size}, '
               f'{os.cpu_count()} CPU cores, OpenCV threads {cv2.getNumThreads()}')
         print('pipeline: ' + ' -> '.join(t['type'] for t in cfg.train_dataloader.dataset.pipeline))
+        if args.profile:
+            from jseg.registry import DATASETS
+            times = profile_transforms(DATASETS.build(cfg.train_dataloader.dataset))
+            print('ms per sample: ' + ', '.join(f'{k} {v:.1f}' for k, v in times.items())
+                  + f' (total {sum(times.values()):.1f})')
         for workers in args.workers:
             loader = build_dataloader(cfg.train_dataloader, num_workers=workers, seed=args.seed, training=True)
-            median, rates = measure(loader, args.runs)
+            median, rates = measure(loader, args.runs, args.step_time)
             loader.close()
-            print(f'num_workers={workers}: {median:6.1f} images/s (median of {args.runs} epochs of '
+            step = f', {args.step_time:g} s step per batch' if args.step_time else ''
+            print(f'num_workers={workers}{step}: {median:6.1f} images/s (median of {args.runs} epochs of '
                   f'{len(loader) * loader.batch_size} images; runs: {", ".join(f"{r:.1f}" for r in rates)})')
     finally:
         if tmp is not None:
