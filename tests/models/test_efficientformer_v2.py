@@ -246,6 +246,29 @@ def test_bilinear_upsample_matches_numpy():
     assert out.shape == (1, 2, 6, 8) and np.abs(out - expected).max() < 1e-6
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+def test_gemm_helpers_match_plain_jittor_forward_and_backward(batch):
+    rng = np.random.default_rng(batch)
+    a = jt.array(rng.standard_normal((batch, 3, 5, 4)).astype(np.float32))
+    b = jt.array(rng.standard_normal((batch, 3, 4, 6)).astype(np.float32))
+    weight = jt.array(rng.standard_normal((batch, 3, 5, 6)).astype(np.float32))
+    ours, plain = ops.batched_matmul(a, b), jt.matmul(a, b)
+    assert np.abs(ours.numpy() - plain.numpy()).max() < 1e-5
+    for g1, g2 in zip(jt.grad((ours * weight).sum(), [a, b]), jt.grad((plain * weight).sum(), [a, b])):
+        assert np.abs(g1.numpy() - g2.numpy()).max() < 1e-5
+
+    pointwise, conv = ops.PointwiseConv(4, 6), nn.Conv2d(4, 6, 1)
+    conv.weight.assign(pointwise.weight)
+    conv.bias.assign(pointwise.bias)
+    x = jt.array(rng.standard_normal((batch, 4, 3, 5)).astype(np.float32))
+    y1, y2 = pointwise(x), conv(x)
+    assert np.abs(y1.numpy() - y2.numpy()).max() < 1e-5
+    grads1 = jt.grad((y1 * y1).sum(), [x, pointwise.weight, pointwise.bias])
+    grads2 = jt.grad((y2 * y2).sum(), [x, conv.weight, conv.bias])
+    for g1, g2 in zip(grads1, grads2):
+        assert np.abs(g1.numpy() - g2.numpy()).max() < 1e-4
+
+
 def test_train_mode_matches_eval_mode():
     """BN stays in eval and drop path is 0 for S1: training forward (no bias cache) = eval forward."""
     model = seeded_model('s1', 2, resolution=64)
