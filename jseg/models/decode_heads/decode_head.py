@@ -132,6 +132,9 @@ class BaseDecodeHead(nn.Module, metaclass=ABCMeta):
         if sampler is not None:
             raise NotImplementedError(f'BaseDecodeHead: pixel samplers are not supported (got {sampler!r})')
         self.sampler = None
+        # The 1x1 classifier of per-pixel heads. Heads with their own classifier (OffSegHead's offset
+        # learning) still own it, as the official models do, so that official checkpoints load; they
+        # list it in unused_parameter_names() since their forward never calls it.
         self.conv_seg = nn.Conv2d(channels, self.out_channels, 1)
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
 
