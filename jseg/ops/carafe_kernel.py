@@ -206,7 +206,8 @@ inline int grid_for(long long total) {
 _PRELUDE = '''
 typedef in0_type T;
 constexpr int KS = {k}, SC = {s}, R = (KS - 1) / 2, KK = KS * KS;
-(void)R; (void)KK;
+constexpr long long PAR_MIN_WORK = 1 << 20;   // multiply-adds below which one thread does it all
+(void)R; (void)KK; (void)PAR_MIN_WORK;
 '''
 
 
@@ -220,7 +221,7 @@ const idx_t UW = SC * (w + 2 * R);
 const T* __restrict__ fbase = in0_p;
 const T* __restrict__ mbase = in1_p;
 T* __restrict__ obase = out0_p;
-#pragma omp parallel
+#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
 {
     std::vector<T> ubuf(KS * UW);
     #pragma omp for schedule(static)
@@ -266,7 +267,7 @@ const idx_t UW = SC * (w + 2 * R);
 const T* __restrict__ dbase = in0_p;
 const T* __restrict__ mbase = in1_p;
 T* __restrict__ dfbase = out0_p;
-#pragma omp parallel
+#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
 {
     std::vector<T> ubuf(UW);
     #pragma omp for schedule(static)
@@ -313,7 +314,7 @@ const idx_t UW = SC * (w + 2 * R);
 const T* __restrict__ dbase = in0_p;
 const T* __restrict__ fbase = in1_p;
 T* __restrict__ dmbase = out0_p;
-#pragma omp parallel
+#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
 {
     std::vector<T> ubuf(KS * UW);
     #pragma omp for schedule(static)
@@ -358,7 +359,7 @@ def _cpu_elementwise_forward_src(k, s):
 using namespace jseg_carafe;
 const idx_t B = in0_shape0, C = in0_shape1, h = in0_shape2, w = in0_shape3;
 const idx_t G = in1_shape1 / KK, H = h * SC, W = w * SC, total = B * C * H * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
 for (idx_t n = 0; n < total; n++) {
     const idx_t X = n % W, Y = (n / W) % H, c = (n / (W * H)) % C, b = n / (W * H * C);
     out0_p[n] = fwd_at<T, KS, SC>(in0_p, in1_p, b, c, Y, X, C, h, w, G);
@@ -371,7 +372,7 @@ def _cpu_elementwise_grad_features_src(k, s):
 using namespace jseg_carafe;
 const idx_t B = in2_shape0, C = in2_shape1, h = in2_shape2, w = in2_shape3;
 const idx_t G = in1_shape1 / KK, total = B * C * h * w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
 for (idx_t n = 0; n < total; n++) {
     const idx_t x = n % w, y = (n / w) % h, c = (n / (w * h)) % C, b = n / (w * h * C);
     out0_p[n] = dfeat_at<T, KS, SC>(in0_p, in1_p, b, c, y, x, C, h, w, G);
@@ -384,7 +385,7 @@ def _cpu_elementwise_grad_masks_src(k, s):
 using namespace jseg_carafe;
 const idx_t B = in1_shape0, C = in1_shape1, h = in1_shape2, w = in1_shape3;
 const idx_t G = in2_shape1 / KK, H = h * SC, W = w * SC, total = B * G * KK * H * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
 for (idx_t n = 0; n < total; n++) {
     const idx_t X = n % W, Y = (n / W) % H, ch = (n / (W * H)) % (G * KK), b = n / (W * H * G * KK);
     out0_p[n] = dmask_at<T, KS, SC>(in0_p, in1_p, b, ch / KK, (int)(ch % KK), Y, X, C, h, w, G);
