@@ -1,0 +1,101 @@
+"""Helpers shared by the operator tests: error measure, devices, finite differences, nvcc."""
+import contextlib
+import os
+import shutil
+import subprocess
+
+import jittor as jt
+import numpy as np
+import pytest
+
+NO_CUDA_REASON = 'jt.has_cuda is False: no usable GPU here, the CUDA sources are not run by this test'
+
+# The 'cpu' case always runs; the 'cuda' case runs the same test with jt.flags.use_cuda=1.
+DEVICES = [
+    pytest.param('cpu', id='cpu'),
+    pytest.param('cuda', id='use_cuda', marks=pytest.mark.skipif(not jt.has_cuda, reason=NO_CUDA_REASON)),
+]
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Run the block with ``jt.flags.use_cuda`` set for ``device`` ('cpu' or 'cuda')."""
+    with jt.flag_scope(use_cuda=1 if device == 'cuda' else 0):
+        yield
+
+
+def rel_err(actual, expected):
+    """max |actual - expected| / max |expected| (norm-wise relative error)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(float(np.abs(expected).max()), 1e-30) if expected.size else 1.0
+    return float(np.abs(actual - expected).max()) / scale if expected.size else 0.0
+
+
+def var64(array):
+    """A float64 jt.Var (``jt.array`` alone would convert float64 to float32)."""
+    return jt.array(np.asarray(array, dtype=np.float64), dtype='float64')
+
+
+def check_finite_differences(loss, arrays, grads, rng, eps=1e-6, entries=10, directions=2, tol=1e-6):
+    """Compare analytic gradients with central differences of a float64 scalar loss.
+
+    Args:
+        loss (callable): numpy arrays (float64) -> float.
+        arrays (list[np.ndarray]): the point.
+        grads (list[np.ndarray]): the analytic gradients at that point.
+        entries (int): random entries checked one by one, per array.
+        directions (int): random directions checked (all arrays perturbed at once).
+    """
+    def at(deltas):
+        return loss([a + d for a, d in zip(arrays, deltas)])
+
+    zeros = [np.zeros_like(a) for a in arrays]
+    for idx, (array, grad) in enumerate(zip(arrays, grads)):
+        assert grad.shape == array.shape
+        flat = rng.choice(array.size, size=min(entries, array.size), replace=False)
+        for f in flat:
+            d = [z.copy() for z in zeros]
+            d[idx].flat[f] = eps
+            numeric = (at(d) - at([-x for x in d])) / (2 * eps)
+            analytic = grad.flat[f]
+            assert abs(numeric - analytic) <= tol * max(1.0, abs(numeric)), \
+                f'input {idx}, entry {np.unravel_index(f, array.shape)}: finite difference {numeric}, grad {analytic}'
+    for _ in range(directions):
+        d = [rng.standard_normal(a.shape) for a in arrays]
+        numeric = (at([eps * x for x in d]) - at([-eps * x for x in d])) / (2 * eps)
+        analytic = sum(float((g * x).sum()) for g, x in zip(grads, d))
+        assert abs(numeric - analytic) <= tol * max(1.0, abs(numeric)), \
+            f'random direction: finite difference {numeric}, grad {analytic}'
+
+
+def find_nvcc():
+    """Path of an ``nvcc`` that can compile, or None."""
+    candidates = [os.environ.get('nvcc_path'), shutil.which('nvcc'), '/usr/local/cuda/bin/nvcc']
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def cuda_stub(name, header, src, in_dims, out_dims, ctype):
+    """A host function around a ``jt.code`` CUDA source, with the names Jittor defines for it
+    (``inI_p``, ``inI_shapeJ``, ``inI_type``, ``outI_...``), so nvcc can compile the source alone."""
+    args = []
+    for i, d in enumerate(in_dims):
+        args += [f'{ctype}* in{i}_p'] + [f'long long in{i}_shape{j}' for j in range(d)]
+    for i, d in enumerate(out_dims):
+        args += [f'{ctype}* out{i}_p'] + [f'long long out{i}_shape{j}' for j in range(d)]
+    types = [f'typedef {ctype} in{i}_type;' for i in range(len(in_dims))]
+    types += [f'typedef {ctype} out{i}_type;' for i in range(len(out_dims))]
+    return '\n'.join([header, f'void {name}({", ".join(args)}) {{', *types, src, '}'])
+
+
+def compile_with_nvcc(nvcc, sources, tmp_path):
+    """Compile (not link) ``sources`` (a list of strings) as one CUDA file; return (ok, output)."""
+    path = tmp_path / 'ops_check.cu'
+    path.write_text('#include <cuda_runtime.h>\n' + '\n'.join(sources))
+    cmd = [nvcc, '-std=c++14', '-c', str(path), '-o', str(tmp_path / 'ops_check.o')]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return proc.returncode == 0, proc.stdout + proc.stderr
