@@ -1,0 +1,308 @@
+"""Time the JIT-compiled operators against their pure-Jittor compositions.
+
+At OffSeg-T's real shapes for a 512x512 input:
+
+* CARAFE, every call of the three FreqFusion stages of the OffSeg-T head
+  (new_channels [32, 32, 64, 128] at strides 4/8/16/32, FreqFusion with
+  compressed_channels (C_lr + C_hr) // 4, low-pass k=5, high-pass k=3, one
+  group): per stage the k=3 scale-1 high-pass calls (compressed and full
+  high-resolution features) and the k=5 scale-2 low-pass calls (the two
+  initial mask upsamplings and the low-resolution features);
+* the coupled attention of offset learning at 1/4 resolution,
+  HW = 128x128, K = 150 (ADE20K), C = 256, batch 1 and 2, channels-first
+  as OffsetLearning calls it, for each strategy of the JIT operator.
+
+Timing: each case runs forward (outputs synced) and forward+backward
+(gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
+(which also JIT-compile), ``--rounds`` rounds of ``--repeats`` calls each,
+composition and operator interleaved round by round so that load changes on
+a shared machine hit both. Reported: the median wall-clock time over all
+timed calls, and the median process CPU time per call (all threads), which
+is less sensitive to other processes than wall-clock time.
+
+Memory (``--memory``, on by default for the coupled attention, ``--memory all``
+for CARAFE too): every measurement runs forward+backward once in a fresh
+process (kernels already compiled), so nothing cached by an earlier call
+hides the peak. Two numbers, inputs excluded:
+
+* ``vars``: Jittor's memory profiler (``jt.flags.profile_memory_enable``),
+  the live variable memory at the moment the allocator's use peaked
+  (``jt.get_max_memory_info()``). It does not see scratch memory that a
+  ``jt.code`` kernel allocates itself (the fused coupled attention's
+  per-thread blocks, about 2 MB here), which the second number includes;
+* ``rss``: growth of the process's peak resident set (``VmHWM`` after
+  resetting it through ``/proc/self/clear_refs``, Linux only) over its size
+  before the call.
+
+Usage::
+
+    python tools/benchmark_ops.py                       # everything
+    python tools/benchmark_ops.py --op offset --batch 1 2 --repeats 10
+    python tools/benchmark_ops.py --op carafe --memory none
+    python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--op', choices=['carafe', 'offset', 'all'], default='all')
+    p.add_argument('--batch', type=int, nargs='+', default=None,
+                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled attention)')
+    p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
+                   help='coupled-attention strategies to time')
+    p.add_argument('--layout', choices=['channels_first', 'token_major'], default='channels_first',
+                   help='coupled-attention feature layout (OffsetLearning uses channels_first)')
+    p.add_argument('--repeats', type=int, default=10, help='timed calls per round')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds')
+    p.add_argument('--warmup', type=int, default=2, help='untimed calls first (JIT compilation)')
+    p.add_argument('--memory', choices=['offset', 'all', 'none'], default='offset',
+                   help='which cases get a memory measurement')
+    p.add_argument('--threads', type=int, default=None, help='OpenMP threads (sets OMP_NUM_THREADS)')
+    p.add_argument('--json', default=None, help='also write the results to this file')
+    p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# cases
+# ---------------------------------------------------------------------------
+
+def offseg_t_carafe_calls(img_size=512, new_channels=(32, 32, 64, 128), strides=(4, 8, 16, 32),
+                          lowpass=5, highpass=3, up_group=1):
+    """The CARAFE calls of OffSeg-T's head, as (name, C, h, w, k, G, s) of carafe's *input*.
+
+    OffSegHead fuses from the coarsest level up: FreqFusion i takes hr
+    channels ``c`` and lr channels ``pre_c`` (the running concatenation), with
+    ``compressed_channels = (pre_c + c) // 4``; see the module docstring.
+    """
+    sizes = [img_size // s for s in strides][::-1]
+    chans = list(new_channels)[::-1]
+    pre_c, calls = chans[0], []
+    for i, (c, hr) in enumerate(zip(chans[1:], sizes[1:]), 1):
+        lr = hr // 2
+        cc = (pre_c + c) // 4
+        calls += [
+            (f'FF{i} compressed hr  k{highpass} s1', cc, hr, hr, highpass, up_group, 1),
+            (f'FF{i} lr-mask init   k{lowpass} s2', lowpass ** 2 * up_group, lr, lr, lowpass, up_group, 2),
+            (f'FF{i} hr-mask init   k{lowpass} s2', highpass ** 2 * up_group, lr, lr, lowpass, up_group, 2),
+            (f'FF{i} lr features    k{lowpass} s2', pre_c, lr, lr, lowpass, up_group, 2),
+            (f'FF{i} hr features    k{highpass} s1', c, hr, hr, highpass, up_group, 1),
+        ]
+        pre_c += c
+    return calls
+
+
+def _carafe_case(call, batch):
+    name, c, h, w, k, g, s = call
+    return dict(op='carafe', name=name, batch=batch, C=c, h=h, w=w, k=k, G=g, s=s,
+                shape=f'{batch}x{c}x{h}x{w} k{k} s{s}')
+
+
+def _offset_case(batch, layout, n=128 * 128, k=150, c=256):
+    return dict(op='offset', name='offset attention', batch=batch, N=n, K=k, C=c,
+                channels_first=layout == 'channels_first', shape=f'B{batch} HW{n} K{k} C{c}')
+
+
+# ---------------------------------------------------------------------------
+# building the computations (after Jittor is imported)
+# ---------------------------------------------------------------------------
+
+def make_inputs(case, seed=0):
+    import jittor as jt
+    jt.set_global_seed(seed)
+    b = case['batch']
+    if case['op'] == 'carafe':
+        c, h, w, k, g, s = (case[x] for x in ('C', 'h', 'w', 'k', 'G', 's'))
+        feats = jt.randn(b, c, h, w)
+        masks = jt.rand(b, g * k * k, h * s, w * s)
+        grad = jt.randn(b, c, h * s, w * s)
+        inputs, grads = [feats, masks], [grad]
+    else:
+        n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
+        feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
+        cls_repr = jt.randn(1, k, c) / c ** 0.5            # logits A = E W^T of unit variance
+        inputs, grads = [feats, cls_repr], [jt.randn(b, k, c), jt.randn(*feats.shape)]
+    jt.sync(inputs + grads)
+    return inputs, grads
+
+
+def make_fn(case, impl):
+    """impl: 'composition' or the operator ('jit' for CARAFE, a strategy name for the attention)."""
+    if case['op'] == 'carafe':
+        from jseg.ops.carafe import carafe_reference
+        from jseg.ops.carafe_kernel import carafe_fused
+        k, g, s = case['k'], case['G'], case['s']
+        f = carafe_reference if impl == 'composition' else carafe_fused
+        return lambda x, m: [f(x, m, k, g, s)]
+    from jseg.ops.offset_attention import offset_attention_reference
+    from jseg.ops.offset_attention_kernel import offset_attention_fused
+    cf = case['channels_first']
+    if impl == 'composition':
+        return lambda e, w: list(offset_attention_reference(e, w, cf))
+    return lambda e, w: list(offset_attention_fused(e, w, cf, strategy=impl))
+
+
+def make_call(case, impl, backward, inputs, grads):
+    import jittor as jt
+    fn = make_fn(case, impl)
+    if not backward:
+        return lambda: fn(*inputs)
+
+    def fwd_bwd():
+        outs = fn(*inputs)
+        loss = sum((o * g).sum() for o, g in zip(outs, grads))
+        return jt.grad(loss, inputs)
+    return fwd_bwd
+
+
+# ---------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------
+
+def time_interleaved(calls, repeats, rounds, warmup):
+    """calls: {key: callable returning Vars}. Returns {key: (median wall ms, median cpu ms)}."""
+    import jittor as jt
+    import numpy as np
+    for call in calls.values():
+        for _ in range(warmup):
+            jt.sync(call())
+    wall = {key: [] for key in calls}
+    cpu = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                jt.sync(call())
+                wall[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
+    return {key: (1e3 * float(np.median(wall[key])), 1e3 * float(np.median(cpu[key]))) for key in calls}
+
+
+# ---------------------------------------------------------------------------
+# memory (one fresh process per measurement)
+# ---------------------------------------------------------------------------
+
+def _proc_status(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def memory_child(spec):
+    """Run forward+backward once and print the peak memory as JSON (see the module docstring)."""
+    import jittor as jt
+    case, impl = spec['case'], spec['impl']
+    inputs, grads = make_inputs(case)
+    input_bytes = sum(int(v.numel()) * (8 if v.dtype == jt.float64 else 4) for v in inputs + grads)
+    call = make_call(case, impl, True, inputs, grads)
+    jt.gc()
+    rss_before = _proc_status('VmRSS')
+    hwm_reset = False
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        hwm_reset = True
+    except OSError:
+        pass
+    jt.flags.profile_memory_enable = 1
+    jt.sync(call())
+    var_peak = int(jt.get_max_memory_info().split('[!@#div1!@#]')[0])
+    jt.flags.profile_memory_enable = 0
+    rss_peak = _proc_status('VmHWM') if hwm_reset else None
+    print(json.dumps(dict(vars=var_peak - input_bytes,
+                          rss=(rss_peak - rss_before) if rss_peak is not None and rss_before else None)))
+
+
+def measure_memory(case, impl):
+    spec = json.dumps(dict(case=case, impl=impl))
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, osp.abspath(__file__), '--memory-child', spec], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    if proc.returncode != 0 or not lines:
+        print(f'  memory measurement failed for {case["name"]} / {impl}:\n{proc.stderr[-1500:]}', file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def _mb(nbytes):
+    return '-' if nbytes is None else f'{nbytes / 2 ** 20:.1f}'
+
+
+def run(args):
+    import jittor as jt
+    import numpy as np  # noqa: F401
+    cases = []
+    if args.op in ('carafe', 'all'):
+        for b in args.batch or [1]:
+            cases += [(_carafe_case(call, b), ['jit']) for call in offseg_t_carafe_calls()]
+    if args.op in ('offset', 'all'):
+        for b in args.batch or [1, 2]:
+            cases.append((_offset_case(b, args.layout), list(args.strategy)))
+
+    threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
+    print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
+          f'load average at start {os.getloadavg()[0]:.1f}')
+    print(f'median of {args.rounds} x {args.repeats} calls after {args.warmup} warm-up calls; '
+          f'composition and operator interleaved\n')
+    header = (f'{"op / call":34s} {"input shape":24s} {"pass":8s} {"impl":7s} {"wall ms":>9s} {"cpu ms":>9s} '
+              f'{"speed-up":>8s} {"vars MB":>8s} {"rss MB":>8s}')
+    print(header)
+    print('-' * len(header))
+    results = []
+    for case, impls in cases:
+        inputs, grads = make_inputs(case)
+        for backward in (False, True):
+            calls = {impl: make_call(case, impl, backward, inputs, grads) for impl in ['composition'] + impls}
+            timing = time_interleaved(calls, args.repeats, args.rounds, args.warmup)
+            want_memory = backward and (args.memory == 'all' or (args.memory == 'offset' and case['op'] == 'offset'))
+            base = timing['composition'][0]
+            for impl in ['composition'] + impls:
+                wall, cpu = timing[impl]
+                mem = measure_memory(case, impl) if want_memory else None
+                row = dict(op=case['op'], name=case['name'], shape=case['shape'],
+                           passes='fwd+bwd' if backward else 'fwd', impl=impl, wall_ms=wall, cpu_ms=cpu,
+                           speedup=base / wall, vars_bytes=mem and mem['vars'], rss_bytes=mem and mem['rss'])
+                results.append(row)
+                speed = '' if impl == 'composition' else f'{row["speedup"]:.2f}x'
+                print(f'{case["name"]:34s} {case["shape"]:24s} {row["passes"]:8s} {impl:7s} {wall:9.2f} '
+                      f'{cpu:9.2f} {speed:>8s} {_mb(row["vars_bytes"]):>8s} {_mb(row["rss_bytes"]):>8s}',
+                      flush=True)
+        print()
+    print(f'load average at end {os.getloadavg()[0]:.1f}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
+    sys.path.insert(0, ROOT)
+    import jseg  # noqa: F401  (configures Jittor before it is imported)
+    if args.memory_child:
+        memory_child(json.loads(args.memory_child))
+        return
+    run(args)
+
+
+if __name__ == '__main__':
+    main()
