@@ -1,0 +1,8 @@
+# SegFormer-B2 on COCO-Stuff-164K. No official config: the recipe of the offset learning variant
+# (local_configs/segformer_offset_learning/B2/segformer_mit-b2_offset_learning_8xb2-80k_stuff164k-512x512.py)
+# with the plain SegformerHead.
+_base_ = '../b0/segformer_b0_512x512_coco_stuff164k_80k.py'
+checkpoint = 'pretrained/segformer/mit_b2_20220624-66e8bf70.pth'
+model = dict(
+    backbone=dict(arch='b2', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[64, 128, 320, 512]))

@@ -1,0 +1,8 @@
+# SegNeXt-B on COCO-Stuff-164K. No official config: the recipe of the offset learning variant
+# (local_configs/segnext_offset_learning/Base/segnext_mscan-b_offset_learning_160k_stuff164k-512x512.py)
+# with the plain LightHamHead.
+_base_ = '../tiny/segnext_tiny_512x512_coco_stuff164k_160k.py'
+checkpoint = 'pretrained/segnext/mscan_b_20230227-3ab7d230.pth'
+model = dict(
+    backbone=dict(arch='b', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[128, 320, 512], channels=512, ham_channels=512))

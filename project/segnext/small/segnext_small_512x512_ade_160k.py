@@ -1,0 +1,7 @@
+# SegNeXt-S on ADE20K.
+# Official: configs/segnext/segnext_mscan-s_1xb16-adamw-160k_ade20k-512x512.py.
+_base_ = '../tiny/segnext_tiny_512x512_ade_160k.py'
+checkpoint = 'pretrained/segnext/mscan_s_20230227-f33ccdf2.pth'
+model = dict(
+    backbone=dict(arch='s', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(in_channels=[128, 320, 512], channels=256, ham_channels=256))
