@@ -24,15 +24,13 @@ with C_i = embed_dims * num_heads[i]. Efficient multi-head attention reduces the
 keys and values spatially by a ``sr_ratio x sr_ratio`` strided conv.
 """
 import math
-import os.path as osp
 
 import jittor as jt
 import numpy as np
 from jittor import nn
 
 from jseg.models.utils import DropPath, build_activation_layer, build_norm_layer
-from jseg.models.utils.norm import LayerNorm
-from jseg.models.utils.weight_init import constant_init, normal_init, trunc_normal_init
+from jseg.models.utils.official_init import init_vit_style, load_pretrained, pretrained_init_cfg
 from jseg.registry import MODELS
 
 __all__ = ['ARCHS', 'MixVisionTransformer', 'EfficientMultiheadAttention', 'MixFFN', 'PatchEmbed',
@@ -260,51 +258,6 @@ def _resolve_sizes(arch, embed_dims, num_layers, num_heads):
     return sizes['embed_dims'], tuple(sizes['num_layers']), tuple(sizes['num_heads'])
 
 
-def _init_cfg_from(name, init_cfg, pretrained):
-    if init_cfg is not None and pretrained is not None:
-        raise ValueError(f'{name}: give init_cfg or pretrained, not both')
-    if pretrained is not None:
-        if not isinstance(pretrained, str):
-            raise TypeError(f'{name}: pretrained must be a path or None, got {pretrained!r}')
-        init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-    if init_cfg is not None and (init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg):
-        raise ValueError(f'{name}: init_cfg must be dict(type="Pretrained", checkpoint=...), got {init_cfg!r}')
-    return dict(init_cfg) if init_cfg is not None else None
-
-
-def load_pretrained(module, init_cfg, name):
-    """Load ``init_cfg['checkpoint']`` (optional ``prefix``) into ``module``; returns the LoadReport.
-
-    Keys the checkpoint lacks keep their current values and are reported by name,
-    as are keys it has in excess (e.g. an ImageNet classifier ``head.*``).
-    """
-    from jseg.runner.checkpoint import load_checkpoint
-    path = init_cfg['checkpoint']
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{name}: pretrained checkpoint not found: {path} '
-                                f'(init_cfg.checkpoint; set init_cfg=None to train from scratch)')
-    report, _ = load_checkpoint(module, path, strict=False, prefix=init_cfg.get('prefix'))
-    return report
-
-
-def official_vit_init(module):
-    """The random init of the official MiT and MSCAN ``init_weights``.
-
-    Linear: truncated normal (std 0.02), zero bias; LayerNorm: 1 / 0; Conv2d:
-    normal with std sqrt(2 / fan_out), fan_out = k_h * k_w * C_out / groups,
-    zero bias. Other parameters keep their construction-time values.
-    """
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            trunc_normal_init(m, std=0.02, bias=0.0)
-        elif isinstance(m, (LayerNorm, nn.LayerNorm)):
-            constant_init(m, val=1.0, bias=0.0)
-        elif isinstance(m, nn.Conv2d):
-            kh, kw = m.weight.shape[2:]
-            fan_out = kh * kw * m.out_channels // m.groups
-            normal_init(m, mean=0.0, std=math.sqrt(2.0 / fan_out), bias=0.0)
-
-
 @MODELS.register_module()
 class MixVisionTransformer(nn.Module):
     """The SegFormer encoder: four stages of overlapping patch embedding + efficient transformers.
@@ -357,7 +310,7 @@ class MixVisionTransformer(nn.Module):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.out_indices = tuple(out_indices)
-        self.init_cfg = _init_cfg_from('MixVisionTransformer', init_cfg, pretrained)
+        self.init_cfg = pretrained_init_cfg('MixVisionTransformer', init_cfg, pretrained)
         self.out_channels = [embed_dims * h for h in num_heads]
 
         dpr = np.linspace(0, drop_path_rate, sum(num_layers)).tolist()   # stochastic depth per block
@@ -377,10 +330,13 @@ class MixVisionTransformer(nn.Module):
             in_channels = dims
             cur += depth
         self.layers = nn.ModuleList(layers)
-        official_vit_init(self)
+        init_vit_style(self)
 
     def init_weights(self):
         """The official init: the random init without ``init_cfg``, else the pretrained weights.
+
+        Keys the checkpoint lacks keep their construction-time values (the random
+        init here; PyTorch's layer defaults in the official code) and are reported.
 
         Returns:
             LoadReport | None: what the checkpoint provided (missing/unexpected keys by name).
@@ -389,7 +345,7 @@ class MixVisionTransformer(nn.Module):
             for m in self.modules():
                 if isinstance(m, MultiheadAttentionCore):
                     m.reset_parameters()
-            official_vit_init(self)
+            init_vit_style(self)
             return None
         return load_pretrained(self, self.init_cfg, 'MixVisionTransformer')
 

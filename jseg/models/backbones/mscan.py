@@ -31,9 +31,8 @@ import numpy as np
 from jittor import nn
 
 from jseg.models.utils import DropPath, build_activation_layer, build_norm_layer
+from jseg.models.utils.official_init import init_vit_style, load_pretrained, pretrained_init_cfg
 from jseg.registry import MODELS
-
-from .mit import _init_cfg_from, load_pretrained, official_vit_init
 
 __all__ = ['ARCHS', 'MSCAN', 'MSCAAttention', 'MSCABlock', 'MSCASpatialAttention', 'Mlp',
            'OverlapPatchEmbed', 'StemConv']
@@ -222,7 +221,7 @@ class MSCAN(nn.Module):
         self.depths = depths
         self.num_stages = num_stages
         self.out_channels = list(embed_dims)
-        self.init_cfg = _init_cfg_from('MSCAN', init_cfg, pretrained)
+        self.init_cfg = pretrained_init_cfg('MSCAN', init_cfg, pretrained)
 
         dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()   # stochastic depth per block
         cur = 0
@@ -240,16 +239,19 @@ class MSCAN(nn.Module):
             setattr(self, f'patch_embed{i + 1}', patch_embed)
             setattr(self, f'block{i + 1}', blocks)
             setattr(self, f'norm{i + 1}', build_norm_layer(dict(type='LN'), embed_dims[i])[1])  # eps 1e-5
-        official_vit_init(self)
+        init_vit_style(self)
 
     def init_weights(self):
         """The official init: the random init without ``init_cfg``, else the pretrained weights.
+
+        Keys the checkpoint lacks keep their construction-time values (the random
+        init here; PyTorch's layer defaults in the official code) and are reported.
 
         Returns:
             LoadReport | None: what the checkpoint provided (missing/unexpected keys by name).
         """
         if self.init_cfg is None:
-            official_vit_init(self)
+            init_vit_style(self)
             return None
         return load_pretrained(self, self.init_cfg, 'MSCAN')
 

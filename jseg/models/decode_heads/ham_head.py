@@ -29,7 +29,7 @@ from jittor import nn
 from jseg.registry import MODELS
 
 from ..utils import ConvModule, resize
-from ..utils.conv_init import init_conv_module
+from ..utils.official_init import init_conv_module
 from .decode_head import BaseDecodeHead
 
 __all__ = ['Hamburger', 'LightHamHead', 'NMF2D']
