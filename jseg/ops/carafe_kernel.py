@@ -206,7 +206,7 @@ inline int grid_for(long long total) {
 _PRELUDE = '''
 typedef in0_type T;
 constexpr int KS = {k}, SC = {s}, R = (KS - 1) / 2, KK = KS * KS;
-constexpr long long PAR_MIN_WORK = 1 << 20;   // multiply-adds below which one thread does it all
+constexpr long long PAR_MIN_WORK = 1 << 23;   // multiply-adds (about 1 ms on one core) below which one thread does it all
 (void)R; (void)KK; (void)PAR_MIN_WORK;
 '''
 
