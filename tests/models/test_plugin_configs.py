@@ -17,7 +17,8 @@ from jseg.utils.flops import MacCounter, count_parameters
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'project', 'seg*', '*', '*.py')))
 DEMOS = [p for p in CONFIGS if '/demo/' in p]
-LEAVES = [p for p in CONFIGS if '/demo/' not in p]
+LARGE = [p for p in CONFIGS if '/large/' in p]             # SegNeXt-L: ADE20K baseline only, not in the paper
+LEAVES = [p for p in CONFIGS if p not in DEMOS + LARGE]
 
 # dataset tag -> (classes, crop, max_iters, end of the poly decay, test mode)
 DATASETS = {
@@ -59,7 +60,7 @@ def describe(path):
 
 
 def test_the_sweep_is_complete():
-    assert len(LEAVES) == 48 and len(DEMOS) == 2
+    assert len(LEAVES) == 48 and len(DEMOS) == 2 and len(LARGE) == 1
     expected = [
         ('segformer', ['b0', 'b1', 'b2', 'b3', 'b4', 'b5'], ['ade_160k', 'coco_stuff164k_80k']),
         ('segnext', ['tiny', 'small', 'base'],
@@ -146,3 +147,14 @@ def test_demo_configs_train_from_scratch(path):
     cfg = load_config(osp.join(ROOT, path))
     assert cfg.model.backbone.get('init_cfg') is None
     assert cfg.train_dataloader['dataset']['type'] == 'DemoShapesDataset' and cfg.model.decode_head['num_classes'] == 7
+
+
+def test_segnext_large():
+    """The official mmseg SegNeXt-L: MSCAN-L (depths 3-5-27-3), drop path 0.3, a 1024-channel head."""
+    cfg = load_config(osp.join(ROOT, LARGE[0]))
+    assert cfg.model.backbone['arch'] == 'l' and cfg.model.backbone['drop_path_rate'] == 0.3
+    head = cfg.model.decode_head
+    assert head['type'] == 'LightHamHead' and head['channels'] == head['ham_channels'] == 1024
+    model = MODELS.build(cfg.model)
+    assert model.backbone.depths == (3, 5, 27, 3)
+    assert abs(count_parameters(model) / 1e6 - 48.9) < 0.5      # SegNeXt paper: 48.9M
