@@ -134,6 +134,7 @@ class Runner:
                 optimizer.clip_grad_norm(clip_grad['max_norm'], clip_grad.get('norm_type', 2))
             optimizer.step()
             schedulers.step()
+            jt.sync_all()  # finish this iteration's updates: its time is measured, its memory freed
             self.iteration += 1
             writer.update(log_vars, time.perf_counter() - start, data_time)
             for hook in hooks:

@@ -9,6 +9,14 @@ __all__ = ['get_logger', 'print_log']
 _LOGGER_NAME = 'jseg'
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of each record (redirection-friendly)."""
+
+    def emit(self, record):
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 def get_logger(log_file=None, level=logging.INFO):
     """The ``jseg`` logger; adds a file handler for ``log_file`` once.
 
@@ -18,7 +26,7 @@ def get_logger(log_file=None, level=logging.INFO):
     logger = logging.getLogger(_LOGGER_NAME)
     if not getattr(logger, '_jseg_configured', False):
         logger.propagate = False
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler(sys.stdout)
         handler.setFormatter(logging.Formatter('%(asctime)s - %(levelname)s - %(message)s',
                                                '%Y/%m/%d %H:%M:%S'))
         logger.addHandler(handler)
