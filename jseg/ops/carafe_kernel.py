@@ -44,7 +44,10 @@ costs ``O(k*s*w)`` per (row, channel) against ``O(k*k*s*s*w)`` multiply-adds.
 
 No thread writes a location another thread writes, so no atomics or
 reductions between threads are needed, and the results do not depend on the
-thread count.
+thread count. Calls below ``PAR_MIN_WORK`` (2^25) multiply-adds, a few
+milliseconds on one core, run on one thread: a parallel region costs little
+on an idle machine but can wait a whole scheduler time slice for a second
+core on a busy one, which dominated such calls in the benchmark.
 
 CUDA kernels
 ------------
@@ -206,7 +209,7 @@ inline int grid_for(long long total) {
 _PRELUDE = '''
 typedef in0_type T;
 constexpr int KS = {k}, SC = {s}, R = (KS - 1) / 2, KK = KS * KS;
-constexpr long long PAR_MIN_WORK = 1 << 23;   // multiply-adds (about 1 ms on one core) below which one thread does it all
+constexpr long long PAR_MIN_WORK = 1 << 25;   // multiply-adds (a few ms on one core) below which one thread does it all
 (void)R; (void)KK; (void)PAR_MIN_WORK;
 '''
 

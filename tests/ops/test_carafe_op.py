@@ -23,7 +23,7 @@ CASES = [
     (2, 3, 4, 4, 3, 5, 2),
     (1, 8, 7, 3, 4, 3, 1),
     (3, 2, 1, 2, 1, 5, 2),     # a single source row: every tap row but one is padding
-    (2, 16, 64, 48, 4, 5, 2),  # above the kernels' threshold for running on several threads
+    (2, 32, 96, 64, 4, 5, 2),  # above the kernels' threshold for running on several threads
 ]
 IMPLS = ['blocked', 'elementwise']
 _cache = {}
