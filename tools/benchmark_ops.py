@@ -247,7 +247,6 @@ def _mb(nbytes):
 
 def run(args):
     import jittor as jt
-    import numpy as np  # noqa: F401
     cases = []
     if args.op in ('carafe', 'all'):
         for b in args.batch or [1]:
