@@ -1,0 +1,181 @@
+"""Plot training curves from the JSON-lines logs that training writes.
+
+    python tools/analyze_logs.py work_dirs/exp/logs/20250101_120000.jsonl
+    python tools/analyze_logs.py run_a.jsonl run_b.jsonl --keys loss decode.acc_seg mIoU --out curves.png
+    python tools/analyze_logs.py work_dirs/exp_a work_dirs/exp_b --legend baseline offset
+
+Each LOG is a ``<work_dir>/logs/<time>.jsonl`` file, or a work dir / its
+``logs`` folder (all its ``.jsonl`` logs, oldest first, joined: a run resumed
+into the same work dir continues its curve). Records are
+``{"mode": "train", "iter", "lr", "loss", "decode.loss_ce", "decode.acc_seg", "time", ...}``
+and ``{"mode": "val", "iter", "aAcc", "mIoU", "mAcc"}``.
+
+One panel per ``--keys`` entry (default: loss, lr, mIoU), stacked in one PNG,
+one curve per log against the iteration: train keys from train records, val
+keys from val records. Validation metrics are logged as fractions and plotted
+in percent. A key no log has is an error listing the keys there are. A summary
+per log is printed (last loss, best mIoU and its iteration).
+"""
+import argparse
+import glob
+import json
+import math
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+
+PERCENT_KEYS = ('aAcc', 'mIoU', 'mAcc')
+PANEL_SIZE = (860, 300)  # (width, height) of one panel
+NOT_PLOTTED = ('mode', 'iter', 'eta_seconds')
+
+
+class LogError(Exception):
+    """A log that cannot be read, or a key no log has."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f'error: {message} (see --help)\n')
+        sys.exit(2)
+
+
+def parse_args(argv=None):
+    parser = _Parser(description='Plot loss, learning-rate and validation curves of one or more training '
+                                 'logs (JSON lines) into one PNG.',
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('logs', nargs='+', metavar='LOG', help='a .jsonl log, or a work dir / logs folder')
+    parser.add_argument('--keys', nargs='+', default=['loss', 'lr', 'mIoU'],
+                        help='values to plot, one panel each (train: loss, lr, decode.loss_ce, decode.acc_seg, '
+                             'time, ...; val: mIoU, aAcc, mAcc)')
+    parser.add_argument('--legend', nargs='+', default=None, metavar='NAME',
+                        help='a name per LOG (default: <work dir>/<log time> or the file name)')
+    parser.add_argument('--out', default='curves.png', help='the PNG to write')
+    parser.add_argument('--title', default=None, help='figure title (default: training curves)')
+    args = parser.parse_args(argv)
+    if args.legend is not None and len(args.legend) != len(args.logs):
+        parser.error(f'--legend needs one name per log ({len(args.logs)}), got {len(args.legend)}')
+    return args
+
+
+def log_files(item):
+    """The .jsonl files of a LOG argument, oldest first."""
+    if osp.isdir(item):
+        folder = osp.join(item, 'logs') if osp.isdir(osp.join(item, 'logs')) else item
+        files = sorted(glob.glob(osp.join(folder, '*.jsonl')))
+        if not files:
+            raise LogError(f'{item}: no .jsonl log in {folder}')
+        return files
+    if not osp.isfile(item):
+        raise LogError(f'log {item} does not exist')
+    return [item]
+
+
+def default_label(item):
+    """``<work dir>/<time>`` for ``<work dir>/logs/<time>.jsonl``, the folder name for a folder, else the file name."""
+    path = osp.abspath(item)
+    if osp.isdir(path):
+        path = osp.dirname(path) if osp.basename(path) == 'logs' else path
+        return osp.basename(path)
+    stem = osp.splitext(osp.basename(path))[0]
+    folder = osp.dirname(path)
+    if osp.basename(folder) == 'logs':
+        return f'{osp.basename(osp.dirname(folder))}/{stem}'
+    return stem
+
+
+def read_records(path):
+    """The records of one JSON-lines log (blank lines skipped)."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise LogError(f'{path}:{number}: not a JSON record') from None
+            if not isinstance(record, dict) or 'iter' not in record or 'mode' not in record:
+                raise LogError(f'{path}:{number}: a record needs "mode" and "iter"')
+            records.append(record)
+    return records
+
+
+def curve(records, key):
+    """(iterations, values) of ``key`` in ``records`` (val metrics in percent), sorted by iteration."""
+    points = {}
+    for record in records:
+        if key in record and record['mode'] in ('train', 'val'):
+            value = record[key]
+            value = float('nan') if value is None else float(value)
+            points[int(record['iter'])] = 100 * value if key in PERCENT_KEYS else value
+    iters = sorted(points)
+    return iters, [points[i] for i in iters]
+
+
+def available_keys(logs):
+    keys = set()
+    for records in logs:
+        for record in records:
+            keys.update(k for k, v in record.items() if k not in NOT_PLOTTED and isinstance(v, (int, float)))
+    return sorted(keys)
+
+
+def summary(label, records):
+    """One line: last train loss, best and last mIoU."""
+    parts = [label]
+    train = [r for r in records if r['mode'] == 'train' and r.get('loss') is not None]
+    if train:
+        parts.append(f'last loss {train[-1]["loss"]:.4f} at iter {train[-1]["iter"]}')
+    val = [r for r in records if r['mode'] == 'val' and r.get('mIoU') is not None and math.isfinite(r['mIoU'])]
+    if val:
+        best = max(val, key=lambda r: r['mIoU'])
+        parts.append(f'best mIoU {100 * best["mIoU"]:.2f} at iter {best["iter"]}, '
+                     f'last {100 * val[-1]["mIoU"]:.2f} at iter {val[-1]["iter"]}')
+    return ': '.join(parts[:2]) + (', ' + ', '.join(parts[2:]) if len(parts) > 2 else '')
+
+
+def plot(logs, labels, keys, title=None):
+    """The figure (PIL image): one panel per key, one curve per log."""
+    from jseg.utils.plot import Series, compose, line_panel
+    known = available_keys(logs)
+    panels = []
+    for key in keys:
+        series = []
+        for records, label in zip(logs, labels):
+            iters, values = curve(records, key)
+            if iters:
+                series.append(Series(iters, values, label))
+        if not series:
+            raise LogError(f'no log has {key!r}; keys in the logs: {", ".join(known)}')
+        ylabel = f'{key} (%)' if key in PERCENT_KEYS else key
+        panels.append(line_panel(series, title=key, xlabel='iteration', ylabel=ylabel, size=PANEL_SIZE,
+                                 xlim=(0, None)))
+    return compose(panels, columns=1, title=title or 'training curves')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from jseg.utils.plot import save_png
+    try:
+        logs, labels = [], []
+        for index, item in enumerate(args.logs):
+            records = []
+            for path in log_files(item):
+                records.extend(read_records(path))
+            logs.append(records)
+            labels.append(args.legend[index] if args.legend else default_label(item))
+        figure = plot(logs, labels, args.keys, args.title)
+    except (LogError, OSError) as err:
+        sys.stderr.write(f'error: {err}\n')
+        return 1
+    for label, records in zip(labels, logs):
+        print(summary(label, records))
+    save_png(figure, args.out)
+    print(f'wrote {args.out} ({figure.width}x{figure.height}, panels: {", ".join(args.keys)})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
