@@ -1,0 +1,246 @@
+"""Ideal class representation mining (OffSeg paper, Sec. 3.2 and Fig. 3) for a trained model.
+
+    python tools/analyze_ideal_repr.py CONFIG CHECKPOINT [--split val] [--num-images N]
+        [--classes sky tree ...] [--images-per-class 10] [--out-dir DIR]
+
+For every image of the split: the decode head's final pixel features E (N x C,
+the input of its classifier, before offset learning for offset-learning
+heads; see jseg/analysis/features.py), the ground-truth one-hot masks M
+(K x N) sampled at the features' resolution (nearest, ignored pixels dropped),
+and W* = M (E^T)^+ solved in float64. Prints the reconstruction mIoU of
+argmax(W* E^T) over the split (per-class areas accumulated as the validation
+metric does) and, for the chosen classes (default: the six classes found in
+the most images), the mean cosine similarity between the W* rows of one class
+in different images. Writes to --out-dir (default
+work_dirs/<config name>/ideal_repr):
+
+* ideal_repr_similarity.png: one heatmap per class of those cosine
+  similarities (images in split order; tick labels are dataset indices), with a
+  colour bar, as the paper's Fig. 3;
+* ideal_repr.json: the metrics, the per-class IoU, the images and matrices.
+
+Images go through the config's test pipeline and are processed whole (also
+for configs that test with sliding windows). Works for baseline heads
+(SegformerHead, LightHamHead) and offset-learning heads (OffSegHead,
+SegformerHeadOffsetLearning, LightHamHeadOffsetLearning).
+"""
+import argparse
+import difflib
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+
+SPLITS = {'val': 'val_dataloader', 'test': 'test_dataloader', 'train': 'train_dataloader'}
+PNG_NAME, JSON_NAME = 'ideal_repr_similarity.png', 'ideal_repr.json'
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f'error: {message} (see --help)\n')
+        sys.exit(2)
+
+
+def parse_args(argv=None):
+    parser = _Parser(description='Ideal class representation mining (OffSeg Sec. 3.2): reconstruction mIoU '
+                                 'of W* = M (E^T)^+ over a split and per-class cosine-similarity heatmaps of '
+                                 'W* across images (a PNG like the paper\'s Fig. 3).',
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('config', help='Python config file')
+    parser.add_argument('checkpoint', help='trained weights (jseg .npz or PyTorch .pth)')
+    parser.add_argument('--split', default='val', choices=sorted(SPLITS),
+                        help='which dataloader\'s dataset to analyse (train uses the test pipeline)')
+    parser.add_argument('--num-images', type=int, default=None,
+                        help='analyse the first N images of the split (default: all)')
+    parser.add_argument('--classes', nargs='+', default=None, metavar='NAME',
+                        help='classes to plot, by name or index (default: the six found in the most images)')
+    parser.add_argument('--images-per-class', type=int, default=10,
+                        help='images per class in each heatmap (the first ones containing the class)')
+    parser.add_argument('--out-dir', default=None, help='output folder (default: work_dirs/<config name>/ideal_repr)')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config entries, e.g. val_dataloader.dataset.data_root=\'data/ade\'')
+    parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works')
+    args = parser.parse_args(argv)
+    if args.num_images is not None and args.num_images < 1:
+        parser.error('--num-images must be at least 1')
+    if args.images_per_class < 1:
+        parser.error('--images-per-class must be at least 1')
+    return args
+
+
+def split_dataset_cfg(cfg, split):
+    """The dataset config of ``split``; the train split gets the validation pipeline (no random crops)."""
+    from jseg.config import ConfigError
+    key = SPLITS[split]
+    loader = cfg.get(key, None)
+    if not loader or not loader.get('dataset', None):
+        raise ConfigError(f'the config has no {key}.dataset for --split {split}')
+    dataset = dict(loader['dataset'])
+    if split == 'train':
+        for other in ('val_dataloader', 'test_dataloader'):
+            pipeline = (cfg.get(other, None) or {}).get('dataset', {}).get('pipeline', None)
+            if pipeline:
+                dataset['pipeline'] = [dict(t) for t in pipeline]
+                break
+        else:
+            raise ConfigError('--split train needs a val_dataloader or test_dataloader pipeline to load images with')
+    return dataset
+
+
+def resolve_classes(names, class_names):
+    """Class indices for ``--classes`` given by name or index."""
+    from jseg.config import ConfigError
+    indices = []
+    for name in names:
+        if name in class_names:
+            indices.append(class_names.index(name))
+        elif name.isdigit() and int(name) < len(class_names):
+            indices.append(int(name))
+        else:
+            near = difflib.get_close_matches(name, class_names, n=3)
+            hint = f'; did you mean {", ".join(map(repr, near))}?' if near else ''
+            raise ConfigError(f'--classes: unknown class {name!r}{hint}')
+    return indices
+
+
+def analyse(model, dataset, num_images, images_per_class, progress=True):
+    """Run the analysis over the first ``num_images`` samples of ``dataset``; returns (analysis, info)."""
+    import jittor as jt
+    from tqdm import tqdm
+
+    from jseg.analysis import IdealReprAnalysis, labels_at_feature_resolution
+    from jseg.analysis.features import classifier_of, final_features
+    from jseg.config import ConfigError
+    from jseg.datasets import DataError, collate_samples
+    head = model.decode_head
+    classifier_name, _ = classifier_of(head)  # fail early on an unknown head
+    analysis = IdealReprAnalysis(head.num_classes, ignore_index=head.ignore_index,
+                                 images_per_class=images_per_class)
+    info = dict(head=type(head).__name__, classifier=classifier_name, channels=None, feature_shapes=[])
+    model.eval()
+    with jt.no_grad():
+        for index in tqdm(range(num_images), desc='ideal repr', disable=not progress, dynamic_ncols=True):
+            sample = dataset[index]
+            if isinstance(sample, list):
+                raise ConfigError('the split\'s pipeline produces test-time-augmentation views; '
+                                  'use one without TestTimeAug')
+            batch = collate_samples([sample])
+            if 'gt_seg' not in batch:
+                raise DataError(batch['metas'][0].get('img_path'),
+                                'no ground truth loaded (the pipeline needs LoadAnnotations)')
+            inputs, _, metas = model.data_preprocessor(batch, training=False)
+            feats = final_features(head, model.extract_feat(inputs)).numpy()[0]   # (C, h, w)
+            channels, h, w = feats.shape
+            label = labels_at_feature_resolution(batch['gt_seg'][0], metas[0]['img_shape'], metas[0]['pad_shape'],
+                                                 (h, w), head.ignore_index)
+            analysis.add(feats.reshape(channels, h * w).T, label.reshape(-1), image_id=index)
+            info['channels'] = channels
+            if len(info['feature_shapes']) < 3:
+                info['feature_shapes'].append([h, w])
+            jt.clean_graph()
+    return analysis, info
+
+
+def draw_figure(panels, title):
+    """Heatmaps (one per class, up to six per row, each row ending in a colour bar) -> PIL image."""
+    from jseg.utils.plot import colorbar, compose, heatmap_panel
+    rows = []
+    for start in range(0, len(panels), 6):
+        images = []
+        for i, (name, ids, matrix) in enumerate(panels[start:start + 6]):
+            images.append(heatmap_panel(matrix, title=f'{name} ({len(ids)} images)', row_labels=ids,
+                                        col_labels=ids, vmin=-1.0, vmax=1.0, cmap='coolwarm',
+                                        cell=max(8, 280 // len(ids)),  # every panel about 280 px square
+                                        xlabel='image index', ylabel='image index' if i == 0 else ''))
+        _, top, _, grid_h = images[0].info['grid_box']
+        images.append(colorbar(-1.0, 1.0, 'coolwarm', height=max(im.height for im in images),
+                               label='cosine similarity', margin_top=top, bar_height=grid_h))
+        rows.append(compose(images, pad=10))
+    return compose(rows, columns=1, title=title, pad=10)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.no_cuda:
+        os.environ['JSEG_NO_CUDA'] = '1'
+    from jseg.analysis.features import UnsupportedHeadError
+    from jseg.cli import ERRORS, load_config, select_device
+    try:
+        return run(args, select_device, load_config)
+    except ERRORS + (UnsupportedHeadError,) as err:
+        sys.stderr.write(f'error: {err}\n')
+        return 1
+
+
+def run(args, select_device, load_config):
+    from jseg.analysis import mean_off_diagonal
+    from jseg.apis import init_model
+    from jseg.datasets import DataError
+    from jseg.evaluation import format_metrics_table
+    from jseg.registry import DATASETS
+    from jseg.utils.fileio import atomic_write_text
+    from jseg.utils.plot import save_png
+    device = select_device(args.no_cuda)
+    cfg = load_config(args.config, args.cfg_options)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    dataset = DATASETS.build(split_dataset_cfg(cfg, args.split))
+    total = len(dataset)
+    if total == 0:
+        raise DataError(None, f'the {args.split} split has no images')
+    num_images = min(total, args.num_images or total)
+    num_classes = cfg.model.decode_head.num_classes
+    class_names = list(dataset.metainfo.get('classes') or [])
+    if len(class_names) != num_classes:
+        class_names = [str(i) for i in range(num_classes)]
+    wanted = resolve_classes(args.classes, class_names) if args.classes else None
+    model = init_model(cfg, args.checkpoint)
+
+    print(f'ideal class representations of {cfg.name} ({args.checkpoint}) on {num_images} of {total} '
+          f'{args.split} images, {device}')
+    analysis, info = analyse(model, dataset, num_images, args.images_per_class)
+    metrics = analysis.metrics()
+    print(format_metrics_table(metrics, class_names))
+    print(f'features: {info["head"]} input of {info["classifier"]}, {info["channels"]} channels '
+          f'(e.g. {" ".join("x".join(map(str, s)) for s in info["feature_shapes"])})')
+    print(f'reconstruction mIoU: {100 * metrics["mIoU"]:.2f}% (aAcc {100 * metrics["aAcc"]:.2f}%, '
+          f'mAcc {100 * metrics["mAcc"]:.2f}%) over {metrics["num_images"]} images')
+
+    chosen = wanted if wanted is not None else analysis.frequent_classes(6)
+    panels, per_class = [], {}
+    for k in chosen:
+        ids, matrix = analysis.similarity(k)
+        if not ids:
+            print(f'  {class_names[k]}: in none of the analysed images, not plotted')
+            continue
+        mean = mean_off_diagonal(matrix)
+        per_class[class_names[k]] = dict(index=int(k), images=[int(i) for i in ids],
+                                         mean_cosine_similarity=None if np.isnan(mean) else mean,
+                                         similarity=np.round(matrix, 6).tolist())
+        print(f'  {class_names[k]}: {len(ids)} images, mean cosine similarity of W* between images: '
+              + ('n/a (one image)' if np.isnan(mean) else f'{mean:.3f}'))
+        panels.append((class_names[k], ids, matrix))
+    if not panels:
+        raise DataError(None, 'no class to plot: none of the chosen classes occurs in the analysed images')
+
+    out_dir = args.out_dir or osp.join('work_dirs', cfg.name, 'ideal_repr')
+    title = (f'Cosine similarity of ideal class representations W* = M (E^T)^+ across images - {cfg.name}, '
+             f'reconstruction mIoU {100 * metrics["mIoU"]:.1f}%')
+    png = save_png(draw_figure(panels, title), osp.join(out_dir, PNG_NAME))
+    report = dict(config=cfg.name, checkpoint=args.checkpoint, split=args.split, num_images=metrics['num_images'],
+                  head=info['head'], classifier=info['classifier'], channels=info['channels'],
+                  reconstruction=dict(aAcc=metrics['aAcc'], mIoU=metrics['mIoU'], mAcc=metrics['mAcc'],
+                                      IoU={n: (None if np.isnan(v) else float(v))
+                                           for n, v in zip(class_names, metrics['IoU'])}),
+                  classes=per_class)
+    atomic_write_text(osp.join(out_dir, JSON_NAME), json.dumps(report, indent=2) + '\n')
+    print(f'wrote {png} and {osp.join(out_dir, JSON_NAME)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
