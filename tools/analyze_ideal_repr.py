@@ -46,20 +46,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    parser = _Parser(description='Ideal class representation mining (OffSeg Sec. 3.2): reconstruction mIoU '
-                                 'of W* = M (E^T)^+ over a split and per-class cosine-similarity heatmaps of '
-                                 'W* across images (a PNG like the paper\'s Fig. 3).',
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('checkpoint', help='trained weights (jseg .npz or PyTorch .pth)')
     parser.add_argument('--split', default='val', choices=sorted(SPLITS),
-                        help='which dataloader\'s dataset to analyse (train uses the test pipeline)')
+                        help='which dataloader\'s dataset to analyse; train uses the validation pipeline '
+                             '(default: %(default)s)')
     parser.add_argument('--num-images', type=int, default=None,
                         help='analyse the first N images of the split (default: all)')
     parser.add_argument('--classes', nargs='+', default=None, metavar='NAME',
                         help='classes to plot, by name or index (default: the six found in the most images)')
     parser.add_argument('--images-per-class', type=int, default=10,
-                        help='images per class in each heatmap (the first ones containing the class)')
+                        help='images per class in each heatmap, the first ones containing the class '
+                             '(default: %(default)s)')
     parser.add_argument('--out-dir', default=None, help='output folder (default: work_dirs/<config name>/ideal_repr)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='override config entries, e.g. val_dataloader.dataset.data_root=\'data/ade\'')

@@ -41,16 +41,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    parser = _Parser(description='Plot loss, learning-rate and validation curves of one or more training '
-                                 'logs (JSON lines) into one PNG.',
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('logs', nargs='+', metavar='LOG', help='a .jsonl log, or a work dir / logs folder')
     parser.add_argument('--keys', nargs='+', default=['loss', 'lr', 'mIoU'],
                         help='values to plot, one panel each (train: loss, lr, decode.loss_ce, decode.acc_seg, '
-                             'time, ...; val: mIoU, aAcc, mAcc)')
+                             'time, ...; val: mIoU, aAcc, mAcc; default: loss lr mIoU)')
     parser.add_argument('--legend', nargs='+', default=None, metavar='NAME',
                         help='a name per LOG (default: <work dir>/<log time> or the file name)')
-    parser.add_argument('--out', default='curves.png', help='the PNG to write')
+    parser.add_argument('--out', default='curves.png', help='the PNG to write (default: %(default)s)')
     parser.add_argument('--title', default=None, help='figure title (default: training curves)')
     args = parser.parse_args(argv)
     if args.legend is not None and len(args.legend) != len(args.logs):

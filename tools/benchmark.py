@@ -50,17 +50,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    parser = _Parser(description='Time inference per image (and with --train one training iteration) of a '
-                                 'config\'s model on synthetic data: median of repeated runs after warm-up.',
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('--shape', type=int, nargs='+', default=None, metavar='SIZE',
                         help='inference input H W (or one size for a square); default: the config\'s test size')
     parser.add_argument('--crop', type=int, nargs='+', default=None, metavar='SIZE',
                         help='training input H W (or one size); default: the train pipeline\'s crop size')
-    parser.add_argument('--batch', type=int, default=1, help='images per call')
-    parser.add_argument('--runs', type=int, default=10, help='timed calls per measurement')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed calls first (JIT compilation)')
+    parser.add_argument('--batch', type=int, default=1, help='images per call (default: %(default)s)')
+    parser.add_argument('--runs', type=int, default=10, help='timed calls per measurement (default: %(default)s)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed calls first, for JIT compilation (default: %(default)s)')
     parser.add_argument('--train', action='store_true',
                         help='also time a training iteration (forward, backward, optimizer step)')
     parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works')

@@ -13,9 +13,10 @@ at the image's own size, is written as
 * ``<out-dir>/labels/<name>.png``: the class indices (8-bit, 16-bit above 255
   classes), as the ``test`` task of tools/run_net.py writes them.
 
-Two inputs with the same file name get ``_1``, ``_2``, ... appended. No
-matching input, or a file that is not a readable image, stops with one
-``error: ...`` line before anything is computed.
+Two inputs with the same file name get ``_1``, ``_2``, ... appended. An
+INPUT that matches no image, or a file OpenCV cannot read as an image, stops
+with one ``error: ...`` line: file headers are checked before the model is
+built, a corrupt image when it is read.
 """
 import argparse
 import glob
@@ -41,15 +42,15 @@ class InputError(Exception):
 
 
 def parse_args(argv=None):
-    parser = _Parser(description='Segment images (files, folders or glob patterns) and write colour overlays '
-                                 'and label maps.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('checkpoint', help='trained weights (jseg .npz or PyTorch .pth)')
     parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image file, folder or quoted glob pattern')
     parser.add_argument('--out-dir', default=osp.join('work_dirs', 'demo'),
-                        help='output folder (overlays/ and labels/ are created in it)')
+                        help='output folder; overlays/ and labels/ are created in it (default: %(default)s)')
     parser.add_argument('--opacity', type=float, default=0.5,
-                        help='weight of the class colours in the overlay, 0 (image only) to 1 (colours only)')
+                        help='weight of the class colours in the overlay, 0 (image only) to 1 (colours only; '
+                             'default: %(default)s)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='override config entries, e.g. model.test_cfg.mode=whole')
     parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works')
