@@ -74,6 +74,15 @@ def test_analyze_ideal_repr_chosen_classes_and_errors(trained, demo_data, tmp_pa
     assert 'error: checkpoint' in capsys.readouterr().err
 
 
+def test_analyze_ideal_repr_train_split_uses_the_validation_pipeline():
+    tool = load_tool('analyze_ideal_repr')
+    cfg = Config.fromfile(CONFIG)
+    dataset = tool.split_dataset_cfg(cfg, 'train')
+    assert dataset['data_prefix'] == cfg.train_dataloader.dataset.data_prefix
+    assert [t['type'] for t in dataset['pipeline']] == [t['type'] for t in cfg.val_dataloader.dataset.pipeline]
+    assert tool.split_dataset_cfg(cfg, 'val')['pipeline'] == cfg.val_dataloader.dataset.pipeline
+
+
 # ------------------------------------------------------------------------- demo.py
 
 def test_demo_writes_overlays_and_label_maps(trained, demo_data, tmp_path, capsys):
