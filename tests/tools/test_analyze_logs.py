@@ -3,7 +3,7 @@ import json
 import os
 
 import numpy as np
-from conftest import load_tool
+from tool_helpers import load_tool
 from PIL import Image
 
 from jseg.utils.plot import COLORS

@@ -11,7 +11,7 @@ import re
 import cv2
 import numpy as np
 import pytest
-from conftest import CONFIG, data_options, load_tool
+from tool_helpers import CONFIG, data_options, load_tool
 
 from jseg.config import Config
 from jseg.datasets import DemoShapesDataset
