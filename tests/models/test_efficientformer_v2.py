@@ -193,6 +193,17 @@ def test_parity_with_official(case, official_outputs):
         assert rel_error(out.numpy(), expected) < TOL, (name, i)
 
 
+def test_batched_forward_matches_official_and_single_samples(official_outputs):
+    name, arch, resolution, (h, w), weight_seed, input_seed = PARITY_CASES[1]
+    model = seeded_model(arch, weight_seed, resolution=resolution).eval()
+    first, second = seeded_input((1, 3, h, w), input_seed), seeded_input((1, 3, h, w), 99)
+    batched = model(jt.array(np.concatenate([first, second])))
+    alone = model(jt.array(second))
+    for i, (both, single) in enumerate(zip(batched, alone)):
+        assert rel_error(both.numpy()[:1], official_outputs[f'{name}/stage{i}']) < TOL
+        assert rel_error(both.numpy()[1:], single.numpy()) < 1e-5
+
+
 def numpy_bicubic(image, size):
     """Direct 16-tap bicubic of a 2-D array, PyTorch rules (a=-0.75, align_corners=False)."""
     def cubic(x):
