@@ -10,6 +10,7 @@ import jittor as jt
 import numpy as np
 
 from jseg.config import Config, ConfigDict
+from jseg.ops import configure_fused_ops
 from jseg.registry import DATASETS, MODELS
 
 __all__ = ['init_model', 'inference_model', 'test_pipeline_of']
@@ -51,6 +52,7 @@ def init_model(config, checkpoint=None, cfg_options=None):
     cfg = Config.fromfile(config, cfg_options) if isinstance(config, str) else config
     if not isinstance(cfg, ConfigDict):
         raise TypeError(f'config must be a path or a Config, got {type(config).__name__}')
+    configure_fused_ops(cfg)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

@@ -8,7 +8,7 @@ labels has Acc NaN; NaNs are left out of the means (``np.nanmean``).
 import numpy as np
 
 from jseg.registry import METRICS
-from jseg.utils.dist import all_reduce_sum
+from jseg.utils.dist import all_reduce_sum, get_world_size
 
 __all__ = ['IoUMetric', 'intersect_and_union', 'mean_iou', 'metrics_from_areas', 'format_metrics_table']
 
@@ -111,6 +111,11 @@ def _pct(value):
 class IoUMetric:
     """Accumulates per-class areas over a split; MPI ranks are summed in :meth:`compute`.
 
+    Under MPI, Jittor fills the last batch of a split by giving some ranks a
+    sample another rank also has. Passing each sample's ``sample_idx`` to
+    :meth:`process` lets :meth:`compute` count every sample exactly once, so a
+    split evaluated by N processes gives the single-process result.
+
     Args:
         num_classes (int): K (set by the runner from the dataset when omitted).
         ignore_index (int): label to skip.
@@ -128,22 +133,43 @@ class IoUMetric:
         self.reset()
 
     def reset(self):
-        self.totals = None
-        self.count = 0
+        self.totals = None      # (4, K) areas of samples without an index
+        self.plain_count = 0    # how many of those
+        self.by_sample = {}     # sample_idx -> (4, K) areas
 
-    def process(self, pred, label):
-        """Add one (H, W) prediction and its (H, W) label."""
+    def process(self, pred, label, sample_idx=None):
+        """Add one (H, W) prediction and its (H, W) label (a repeated ``sample_idx`` counts once)."""
         if self.num_classes is None:
             raise ValueError('IoUMetric.num_classes is not set')
         areas = np.stack(intersect_and_union(pred, label, self.num_classes, self.ignore_index))
-        self.totals = areas if self.totals is None else self.totals + areas
-        self.count += 1
+        if sample_idx is not None:
+            self.by_sample[int(sample_idx)] = areas
+        else:
+            self.totals = areas if self.totals is None else self.totals + areas
+            self.plain_count += 1
+
+    def _indexed_totals(self):
+        """Sum of per-sample areas over all ranks, each sample counted once: ((4, K), count)."""
+        size = int(all_reduce_sum(np.array([max(self.by_sample, default=-1) + 1]))[0])
+        if get_world_size() == 1 or size == 0:
+            areas = sum(self.by_sample.values(), np.zeros((4, self.num_classes), np.int64))
+            return areas, len(self.by_sample)
+        dense = np.zeros((size, 4, self.num_classes), np.int64)
+        seen = np.zeros(size, np.int64)
+        for idx, areas in self.by_sample.items():
+            dense[idx] = areas
+            seen[idx] = 1
+        dense, seen = all_reduce_sum(dense), all_reduce_sum(seen)
+        counted = seen > 0
+        return (dense[counted] // seen[counted, None, None]).sum(0), int(counted.sum())
 
     def compute(self):
         """Metrics over everything processed on every MPI rank."""
-        totals = self.totals if self.totals is not None else np.zeros((4, self.num_classes), np.int64)
-        totals = all_reduce_sum(totals)
-        count = int(all_reduce_sum(np.array([self.count]))[0])
+        plain = self.totals if self.totals is not None else np.zeros((4, self.num_classes), np.int64)
+        plain = all_reduce_sum(plain)
+        indexed, count = self._indexed_totals()
+        totals = plain + indexed
+        count += int(all_reduce_sum(np.array([self.plain_count]))[0])
         if count == 0:
             raise ValueError('IoUMetric: no samples were evaluated')
         result = metrics_from_areas(totals[0], totals[1], totals[3])

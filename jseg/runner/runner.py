@@ -13,7 +13,8 @@ Call flow::
 Runtime keys read from the config (defaults in parentheses): ``max_iters``,
 ``log_interval`` (50), ``eval_interval`` (max_iters), ``checkpoint_interval``
 (max_iters), ``max_keep_ckpts`` (-1: keep all), ``save_best`` ('mIoU'),
-``custom_hooks`` ([]), ``load_from`` (None).
+``custom_hooks`` ([]), ``load_from`` (None), ``use_fused_ops`` (True: JIT operators for CARAFE
+and the offset attention; False: their pure-Jittor compositions).
 """
 import json
 import os
@@ -24,8 +25,9 @@ import time
 import jittor as jt
 import numpy as np
 
+from jseg.ops import configure_fused_ops
 from jseg.registry import HOOKS, METRICS, MODELS
-from jseg.utils.dist import barrier, get_rank, get_world_size, is_main_process
+from jseg.utils.dist import all_reduce_sum, barrier, broadcast_model, get_rank, get_world_size, is_main_process
 from jseg.utils.fileio import atomic_write_text
 from jseg.utils.logging import get_logger
 from jseg.version import __version__
@@ -79,11 +81,9 @@ class Runner:
         return tasks[task]()
 
     def build_model(self):
-        model = MODELS.build(self.cfg.model)
-        if jt.in_mpi:
-            model.mpi_param_broadcast(root=0)
-        self.model = model
-        return model
+        configure_fused_ops(self.cfg)  # a config may switch the JIT operators off (use_fused_ops=False)
+        self.model = MODELS.build(self.cfg.model)
+        return self.model
 
     # ------------------------------------------------------------------ training
 
@@ -107,6 +107,7 @@ class Runner:
         schedulers = build_schedulers(optimizer, cfg.get('param_scheduler', None))
         if resume_path is not None:
             self._resume(resume_path, model, optimizer, schedulers)
+        broadcast_model(model)  # under MPI every rank starts from rank 0's weights
         self.optimizer, self.schedulers = optimizer, schedulers
 
         train_loader = self.build_dataloader('train_dataloader', training=True)
@@ -176,7 +177,10 @@ class Runner:
         names = list(losses) + ['loss']
         values = [losses[n] for n in losses] + [total]
         jt.sync(values)
-        log_vars = {n: float(v.numpy().reshape(-1)[0]) for n, v in zip(names, values)}
+        numbers = np.array([float(v.numpy().reshape(-1)[0]) for v in values])
+        if jt.in_mpi:  # log the mean over all processes, as mmseg does
+            numbers = all_reduce_sum(numbers) / get_world_size()
+        log_vars = dict(zip(names, numbers.tolist()))
         if not np.isfinite(log_vars['loss']):
             raise FloatingPointError(f'loss became {log_vars["loss"]} at iteration {self.iteration + 1}')
         return total, log_vars
@@ -334,7 +338,8 @@ class Runner:
                                                                      else np.int32)
                     if view.get('gt_seg') is not None:
                         h, w = pred.shape
-                        metric.process(pred, np.asarray(view['gt_seg'][i])[:h, :w])
+                        metric.process(pred, np.asarray(view['gt_seg'][i])[:h, :w],
+                                       view['metas'][i].get('sample_idx'))
                         labelled += 1
                     if save_dir is not None:
                         save_prediction(pred, view['metas'][i], save_dir, palette)

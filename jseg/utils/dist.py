@@ -1,7 +1,7 @@
 """MPI process helpers. Jittor's distributed mode is MPI (``mpirun -np N python ...``)."""
 import numpy as np
 
-__all__ = ['get_rank', 'get_world_size', 'is_main_process', 'all_reduce_sum', 'barrier']
+__all__ = ['get_rank', 'get_world_size', 'is_main_process', 'all_reduce_sum', 'barrier', 'broadcast_model']
 
 
 def _jt():
@@ -40,3 +40,19 @@ def barrier():
     jt = _jt()
     if jt.in_mpi:
         jt.array(np.zeros(1, np.float32)).mpi_all_reduce('add').sync()
+
+
+def broadcast_model(model, root=0):
+    """Give every MPI process ``root``'s floating-point parameters and buffers.
+
+    Integer buffers (index tables) are derived from the architecture and equal on
+    every rank, so they are skipped. Each tensor is synchronised before the
+    next, so that all ranks issue the collectives in the same order.
+    """
+    jt = _jt()
+    if not jt.in_mpi:
+        return
+    for var in model.state_dict().values():
+        if 'float' in str(var.dtype):
+            var.assign(var.mpi_broadcast(root))
+            var.sync()

@@ -60,3 +60,14 @@ def test_iou_metric_class_and_table():
     np.testing.assert_allclose(out['IoU'], [1 / 2, 1 / 2])
     table = format_metrics_table(out, ['road', 'sky'])
     assert '| road' in table and '50.00' in table and 'mIoU: 50.00' in table
+
+
+def test_repeated_sample_index_counts_once():
+    # under MPI a rank may get a sample another rank also evaluates; its index dedupes it
+    metric = IoUMetric(num_classes=2)
+    metric.process(np.array([[0, 1]]), np.array([[0, 0]]), sample_idx=0)
+    metric.process(np.array([[0, 1]]), np.array([[0, 0]]), sample_idx=0)
+    metric.process(np.array([[1]]), np.array([[1]]), sample_idx=1)
+    out = metric.compute()
+    assert out['num_samples'] == 2
+    np.testing.assert_allclose(out['IoU'], [1 / 2, 1 / 2])
