@@ -123,3 +123,11 @@ def test_resume_auto_finds_the_latest(trained, data_root, tmp_path, capsys):
     # everything is done already: auto-resume loads iter_4 and has nothing left to train
     assert run('--task=train', '--resume=auto', '--work-dir', trained, *options(data_root)) == 0
     assert 'resumed from' in capsys.readouterr().out
+
+
+def test_val_with_test_time_augmentation(trained, data_root, tmp_path):
+    ckpt = os.path.join(trained, 'iter_4.npz')
+    work = str(tmp_path / 'tta')
+    assert run('--task=val', '--tta', f'--resume={ckpt}', '--work-dir', work, *options(data_root)) == 0
+    result = json.load(open(glob.glob(os.path.join(work, 'val_*.json'))[0]))
+    assert result['num_samples'] == 3 and 0 <= result['mIoU'] <= 1
