@@ -25,13 +25,15 @@ fi
 if ! "$PYTHON" - <<'PY' >/dev/null 2>&1
 import importlib.util, sys
 import numpy
-missing = [m for m in ('jittor', 'cv2', 'PIL', 'tqdm', 'yapf', 'pytest', 'jseg')
+missing = [m for m in ('jittor', 'cv2', 'PIL', 'tqdm', 'yapf', 'pytest')
            if importlib.util.find_spec(m) is None]
 sys.exit(1 if missing or int(numpy.__version__.split('.')[0]) >= 2 else 0)
 PY
 then
-  "$PYTHON" -m pip install -q -r requirements.txt pytest
-  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e .
+  "$PYTHON" -m pip install -q --root-user-action=ignore -r requirements.txt pytest
+fi
+if ! "$PYTHON" -m pip show -q jseg >/dev/null 2>&1; then
+  "$PYTHON" -m pip install -q --root-user-action=ignore --no-deps --no-build-isolation -e .
 fi
 
 for attempt in 1 2; do
