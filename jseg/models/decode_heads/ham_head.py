@@ -29,7 +29,6 @@ from jittor import nn
 from jseg.registry import MODELS
 
 from ..utils import ConvModule, resize
-from ..utils.official_init import init_conv_module
 from .decode_head import BaseDecodeHead
 
 __all__ = ['Hamburger', 'LightHamHead', 'NMF2D']
@@ -138,8 +137,6 @@ class Hamburger(nn.Module):
         self.ham_in = ConvModule(ham_channels, ham_channels, 1, norm_cfg=None, act_cfg=None)
         self.ham = NMF2D(**dict(ham_kwargs), channels=ham_channels)
         self.ham_out = ConvModule(ham_channels, ham_channels, 1, norm_cfg=norm_cfg, act_cfg=None)
-        init_conv_module(self.ham_in)
-        init_conv_module(self.ham_out)
 
     def execute(self, x):
         enjoy = nn.relu(self.ham_in(x))
@@ -167,8 +164,6 @@ class LightHamHead(BaseDecodeHead):
         self.hamburger = Hamburger(ham_channels, ham_kwargs, norm_cfg=self.norm_cfg)
         self.align = ConvModule(ham_channels, self.channels, 1, conv_cfg=self.conv_cfg,
                                 norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-        init_conv_module(self.squeeze)
-        init_conv_module(self.align)
 
     def decode(self, inputs):
         """Backbone levels -> aligned features (B, channels, H_0, W_0)."""

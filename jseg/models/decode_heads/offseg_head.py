@@ -13,18 +13,10 @@ from jseg.registry import MODELS
 
 from ..utils import ConvModule
 from ..utils.offset_learning import OffsetLearning
-from ..utils.weight_init import constant_init, kaiming_init
 from .decode_head import BaseDecodeHead
 from .freqfusion import FreqFusion
 
 __all__ = ['OffSegHead']
-
-
-def _init_conv_module(module):
-    """mmcv's ConvModule init: Kaiming-normal (fan_out, ReLU) conv, norm weight 1 / bias 0."""
-    kaiming_init(module.conv, a=0, mode='fan_out', nonlinearity='relu', distribution='normal')
-    if module.norm is not None:
-        constant_init(module.norm, 1, bias=0)
 
 
 @MODELS.register_module()
@@ -64,7 +56,6 @@ class OffSegHead(BaseDecodeHead):
         self.pre = nn.ModuleList()
         for cin, cout in zip(self.in_channels, self.new_channels):
             conv = ConvModule(cin, cout, 1, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-            _init_conv_module(conv)
             self.pre.append(conv)
         self.freqfusions = nn.ModuleList()
         reversed_channels = self.new_channels[::-1]
@@ -75,7 +66,6 @@ class OffSegHead(BaseDecodeHead):
             lr_channels += hr_channels
         self.align = ConvModule(sum(self.new_channels), self.channels, 1, conv_cfg=self.conv_cfg,
                                 norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-        _init_conv_module(self.align)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
     def unused_parameter_names(self):

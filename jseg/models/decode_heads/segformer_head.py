@@ -20,7 +20,6 @@ from jittor import nn
 from jseg.registry import MODELS
 
 from ..utils import ConvModule, resize
-from ..utils.official_init import init_conv_module
 from .decode_head import BaseDecodeHead
 
 __all__ = ['SegformerHead']
@@ -48,10 +47,8 @@ class SegformerHead(BaseDecodeHead):
         self.convs = nn.ModuleList()
         for cin in self.in_channels:
             conv = ConvModule(cin, self.channels, 1, stride=1, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-            init_conv_module(conv)
             self.convs.append(conv)
         self.fusion_conv = ConvModule(self.channels * num_inputs, self.channels, 1, norm_cfg=self.norm_cfg)
-        init_conv_module(self.fusion_conv)
 
     def fuse(self, inputs):
         """Backbone levels -> fused features (B, channels, H_0, W_0)."""

@@ -1,12 +1,15 @@
-"""ConvModule: conv -> norm -> activation, with mmcv's parameter names.
+"""ConvModule: conv -> norm -> activation, with mmcv's parameter names and initialisation.
 
 Checkpoint keys are ``<prefix>.conv.weight``, ``<prefix>.<norm name>.weight``
-(``bn``, ``gn``, ``ln``) exactly as mmcv's ConvModule writes them.
+(``bn``, ``gn``, ``ln``) exactly as mmcv's ConvModule writes them, and the
+constructor initialises the weights as mmcv's does (Kaiming-normal conv with
+fan_out and the ReLU gain, or the leaky-ReLU gain for LeakyReLU; norm weight 1, bias 0).
 """
 from jittor import nn
 
 from .activation import build_activation_layer
 from .norm import build_norm_layer
+from .weight_init import constant_init, kaiming_init
 
 __all__ = ['ConvModule']
 
@@ -48,6 +51,18 @@ class ConvModule(nn.Module):
             setattr(self, self.norm_name, norm)
         if self.with_activation:
             self.activate = build_activation_layer(act_cfg)
+        self.act_cfg = act_cfg
+        self.init_weights()
+
+    def init_weights(self):
+        """mmcv's ConvModule initialisation (run by the constructor)."""
+        if self.with_activation and self.act_cfg['type'] == 'LeakyReLU':
+            nonlinearity, a = 'leaky_relu', self.act_cfg.get('negative_slope', 0.01)
+        else:
+            nonlinearity, a = 'relu', 0
+        kaiming_init(self.conv, a=a, mode='fan_out', nonlinearity=nonlinearity, distribution='normal')
+        if self.with_norm:
+            constant_init(self.norm, 1, bias=0)
 
     @property
     def norm(self):

@@ -1,6 +1,5 @@
 """Initialisation as the official mmseg / mmcv code does it, for the models ported from it.
 
-* :func:`init_conv_module`: mmcv's ``ConvModule`` constructor init.
 * :func:`init_vit_style`: the random init of the official MiT and MSCAN ``init_weights``.
 * :func:`pretrained_init_cfg` / :func:`load_pretrained`: the ``init_cfg=dict(type='Pretrained',
   checkpoint=...)`` (or deprecated ``pretrained=``) of backbones, loaded with the standard
@@ -12,20 +11,9 @@ import os.path as osp
 from jittor import nn
 
 from .norm import LayerNorm
-from .weight_init import constant_init, kaiming_init, normal_init, trunc_normal_init
+from .weight_init import constant_init, normal_init, trunc_normal_init
 
-__all__ = ['init_conv_module', 'init_vit_style', 'load_pretrained', 'pretrained_init_cfg']
-
-
-def init_conv_module(module):
-    """Kaiming-normal conv (fan_out, ReLU gain, zero bias), norm weight 1 / bias 0.
-
-    mmcv's ``ConvModule`` runs this in its constructor (for any activation but
-    LeakyReLU, which the heads here do not use).
-    """
-    kaiming_init(module.conv, a=0, mode='fan_out', nonlinearity='relu', distribution='normal')
-    if module.norm is not None:
-        constant_init(module.norm, 1, bias=0)
+__all__ = ['init_vit_style', 'load_pretrained', 'pretrained_init_cfg']
 
 
 def init_vit_style(module):
