@@ -163,7 +163,7 @@ def load_state_dict(model, state_dict, strict=False, logger=None, source='state 
         if tuple(value.shape) != tuple(target.shape):
             mismatched.append((name, tuple(value.shape), tuple(target.shape)))
             continue
-        target.assign(jt.array(value.astype(str(target.dtype), copy=False)))
+        target.assign(jt.array(value.astype(str(target.dtype), copy=False), dtype=str(target.dtype)))
         loaded.append(name)
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)

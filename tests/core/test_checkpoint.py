@@ -86,3 +86,16 @@ def test_object_arrays_are_refused(tmp_path):
     np.savez(path, __meta__=meta, **{'model/x': np.array([object()], dtype=object)})
     with pytest.raises(CheckpointError, match='evil.npz'):
         read_checkpoint(path)
+
+
+def test_integer_and_double_buffers_keep_their_dtype(tmp_path):
+    class WithTables(nn.Module):
+        def __init__(self):
+            self.index = jt.zeros((3,), dtype='int64').stop_grad()
+            self.table = jt.zeros((2,), dtype='float64')
+
+    src = {'index': np.array([2 ** 40, 1, 2], np.int64), 'table': np.array([1 / 3, 2], np.float64)}
+    model = WithTables()
+    assert load_state_dict(model, src).ok
+    assert str(model.index.dtype) == 'int64' and model.index.numpy()[0] == 2 ** 40
+    assert str(model.table.dtype) == 'float64' and model.table.numpy()[0] == 1 / 3
