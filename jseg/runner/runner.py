@@ -16,15 +16,19 @@ Runtime keys read from the config (defaults in parentheses): ``max_iters``,
 ``custom_hooks`` ([]), ``load_from`` (None), ``use_fused_ops`` (True: JIT operators for CARAFE
 and the offset attention; False: their pure-Jittor compositions).
 """
+import collections
 import json
 import os
 import os.path as osp
 import random
+import signal
+import threading
 import time
 
 import jittor as jt
 import numpy as np
 
+from jseg.config import ConfigError
 from jseg.ops import configure_fused_ops
 from jseg.registry import HOOKS, METRICS, MODELS
 from jseg.utils.dist import all_reduce_sum, barrier, broadcast_model, get_rank, get_world_size, is_main_process
@@ -90,9 +94,9 @@ class Runner:
     def train(self):
         cfg = self.cfg
         max_iters = int(cfg.max_iters)
-        log_interval = int(cfg.get('log_interval', 50))
-        eval_interval = int(cfg.get('eval_interval', max_iters) or max_iters)
-        ckpt_interval = int(cfg.get('checkpoint_interval', max_iters) or max_iters)
+        plan = _Plan(max_iters=max_iters, log=int(cfg.get('log_interval', 50)),
+                     eval=int(cfg.get('eval_interval', max_iters) or max_iters),
+                     checkpoint=int(cfg.get('checkpoint_interval', max_iters) or max_iters))
         self._set_seed(self.seed)
         self._dump_config()
 
@@ -114,7 +118,7 @@ class Runner:
         val_loader = self.build_dataloader('val_dataloader', training=False) \
             if cfg.get('val_dataloader', None) else None
         hooks = [HOOKS.build(h) for h in cfg.get('custom_hooks', [])]
-        writer = LogWriter(self.work_dir, self.timestamp, max_iters, self.logger, window=log_interval)
+        writer = LogWriter(self.work_dir, self.timestamp, max_iters, self.logger, window=plan.log)
         self.logger.info(f'start training at iteration {self.iteration}/{max_iters} in {self.work_dir} '
                          f'({get_world_size()} process(es), {"CUDA" if jt.flags.use_cuda else "CPU"})')
         for hook in hooks:
@@ -122,7 +126,20 @@ class Runner:
 
         batches = self._train_batches(train_loader)
         model.train()
-        while self.iteration < max_iters:
+        with _StopRequest() as stop:
+            self._train_loop(model, batches, val_loader, hooks, writer, stop, clip_grad, plan)
+        for hook in hooks:
+            hook.after_train(self)
+        if self.iteration < max_iters:
+            self.logger.info(f'training stopped at iteration {self.iteration}/{max_iters}; '
+                             f'continue with --resume=auto --work-dir={self.work_dir}')
+        else:
+            self.logger.info(f'training finished: {max_iters} iterations; checkpoints in {self.work_dir}')
+        return self.best
+
+    def _train_loop(self, model, batches, val_loader, hooks, writer, stop, clip_grad, plan):
+        optimizer, schedulers = self.optimizer, self.schedulers
+        while self.iteration < plan.max_iters:
             start = time.perf_counter()
             batch = next(batches)
             data_time = time.perf_counter() - start
@@ -140,27 +157,27 @@ class Runner:
             writer.update(log_vars, time.perf_counter() - start, data_time)
             for hook in hooks:
                 hook.after_train_iter(self, log_vars)
-            if self.iteration % log_interval == 0 or self.iteration == max_iters:
+            last = self.iteration == plan.max_iters
+            if self.iteration % plan.log == 0 or last:
                 writer.write_train(self.iteration, lr_used)
-            if val_loader is not None and (self.iteration % eval_interval == 0 or self.iteration == max_iters):
+            if val_loader is not None and (self.iteration % plan.eval == 0 or last):
                 metrics = self._validate(val_loader, writer)
                 for hook in hooks:
                     hook.after_val(self, metrics)
                 model.train()
-            if self.iteration % ckpt_interval == 0 or self.iteration == max_iters:
+            if self.iteration % plan.checkpoint == 0 or last or stop.requested:
                 self.save(osp.join(self.work_dir, f'iter_{self.iteration}.npz'))
-        for hook in hooks:
-            hook.after_train(self)
-        self.logger.info(f'training finished: {max_iters} iterations; checkpoints in {self.work_dir}')
-        return self.best
+            if stop.requested:
+                break
 
     def _train_batches(self, loader):
         """Endless batches, continuing at ``self.iteration`` (epoch and offset derived from it)."""
         per_epoch = len(loader)
         if per_epoch == 0:
-            raise ValueError('the training set is smaller than one batch; lower train_dataloader.batch_size')
+            raise ConfigError(f'the training set ({len(loader.dataset)} images) is smaller than one batch '
+                              f'(train_dataloader.batch_size={loader.batch_size})')
         epoch, offset = divmod(self.iteration, per_epoch)
-        while True:
+        while True:  # noqa: R503 - endless
             loader.set_epoch(epoch, start_batch=offset)
             for batch in loader:
                 yield batch
@@ -389,6 +406,40 @@ class Runner:
     def _dump_config(self):
         if is_main_process():
             self.cfg.dump(osp.join(self.work_dir, f'{self.cfg.name}.py'))
+
+
+_Plan = collections.namedtuple('_Plan', 'max_iters log eval checkpoint')
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM during training into a request to stop after the current iteration.
+
+    The runner then saves a checkpoint and returns, so an interrupted run (Ctrl-C, a cluster
+    scheduler's SIGTERM) loses no finished iteration. A second signal stops at once. Only in
+    a single process: under MPI the ranks could not agree on the iteration to stop at.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        get_logger().warning(f'received signal {signum}: stopping after this iteration and saving a '
+                             f'checkpoint (signal again to stop at once)')
+
+    def __enter__(self):
+        if get_world_size() == 1 and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _num(value):

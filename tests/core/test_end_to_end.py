@@ -131,3 +131,26 @@ def test_val_with_test_time_augmentation(trained, data_root, tmp_path):
     assert run('--task=val', '--tta', f'--resume={ckpt}', '--work-dir', work, *options(data_root)) == 0
     result = json.load(open(glob.glob(os.path.join(work, 'val_*.json'))[0]))
     assert result['num_samples'] == 3 and 0 <= result['mIoU'] <= 1
+
+
+def test_interrupted_training_saves_and_resumes(data_root, tmp_path):
+    """SIGINT (Ctrl-C) or SIGTERM stops after the current iteration with a checkpoint to resume from."""
+    import signal
+    import subprocess
+    import time
+    work = str(tmp_path / 'interrupted')
+    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'run_net.py'), '--config-file', CONFIG, '--task=train',
+           '--work-dir', work, *options(data_root, 'max_iters=1000', 'checkpoint_interval=1000')]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not glob.glob(os.path.join(work, 'logs', '*.jsonl')) and time.time() < deadline:
+        time.sleep(0.5)  # the first log record (iteration 2) means training is under way
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert 'training stopped at iteration' in out
+    saved = glob.glob(os.path.join(work, 'iter_*.npz'))
+    assert len(saved) == 1
+    _, meta = read_checkpoint(saved[0])
+    assert 2 <= meta['iteration'] < 1000
+    assert os.path.basename(saved[0]) == f'iter_{meta["iteration"]}.npz'
