@@ -134,7 +134,7 @@ class BaseDecodeHead(nn.Module, metaclass=ABCMeta):
         self.sampler = None
         # The 1x1 classifier of per-pixel heads. Heads with their own classifier (OffSegHead's offset
         # learning) still own it, as the official models do, so that official checkpoints load; they
-        # list it in unused_parameter_names() since their forward never calls it.
+        # set uses_conv_seg = False, which lists it in unused_parameter_names().
         self.conv_seg = nn.Conv2d(channels, self.out_channels, 1)
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
 
@@ -163,12 +163,16 @@ class BaseDecodeHead(nn.Module, metaclass=ABCMeta):
             if hasattr(child, 'init_weights'):
                 child.init_weights()
 
+    #: False for heads whose forward never calls ``conv_seg`` (offset-learning heads keep it only so
+    #: that official checkpoints load; it is counted in the papers' parameter numbers).
+    uses_conv_seg = True
+
     def unused_parameter_names(self):
-        """Names of parameters that the forward pass never uses (none by default).
+        """Names of parameters that the forward pass never uses (``conv_seg`` when ``uses_conv_seg`` is False).
 
         Trainers can leave them out of the optimizer; gradient-coverage tests skip them.
         """
-        return []
+        return [] if self.uses_conv_seg else ['conv_seg.weight', 'conv_seg.bias']
 
     def _transform_inputs(self, inputs):
         """Select (and for 'resize_concat' resize to the first and concatenate) the input levels."""

@@ -35,13 +35,12 @@ class LightHamHeadOffsetLearning(LightHamHead):
     tests skip it).
     """
 
+    uses_conv_seg = False  # conv_seg is loaded from checkpoints, never used
+
     def __init__(self, ham_channels=512, ham_kwargs=dict(), **kwargs):
         super().__init__(ham_channels=ham_channels, ham_kwargs=ham_kwargs, **kwargs)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-    def unused_parameter_names(self):
-        """``conv_seg`` is in official checkpoints but never used by :meth:`execute`."""
-        return ['conv_seg.weight', 'conv_seg.bias']
 
     def execute(self, inputs):
         return self.offset_learning(self.decode(inputs))

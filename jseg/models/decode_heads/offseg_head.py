@@ -46,6 +46,8 @@ class OffSegHead(BaseDecodeHead):
     :meth:`unused_parameter_names`.
     """
 
+    uses_conv_seg = False  # conv_seg is loaded from checkpoints, never used
+
     def __init__(self, in_channels, new_channels, num_classes, **kwargs):
         super().__init__(in_channels=in_channels, num_classes=num_classes, input_transform='multiple_select',
                          **kwargs)
@@ -68,9 +70,6 @@ class OffSegHead(BaseDecodeHead):
                                 norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-    def unused_parameter_names(self):
-        """``conv_seg`` is loaded from checkpoints but never used by :meth:`execute`."""
-        return ['conv_seg.weight', 'conv_seg.bias']
 
     def execute(self, inputs):
         """inputs: the backbone's list of feature maps -> logits (B, K, H_0, W_0)."""

@@ -41,14 +41,13 @@ class SegformerHeadOffsetLearning(SegformerHead):
     tests skip it).
     """
 
+    uses_conv_seg = False  # conv_seg is loaded from checkpoints, never used
+
     def __init__(self, interpolate_mode='bilinear', **kwargs):
         super().__init__(interpolate_mode=interpolate_mode, **kwargs)
         self.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-    def unused_parameter_names(self):
-        """``conv_seg`` is in official checkpoints but never used by :meth:`execute`."""
-        return ['conv_seg.weight', 'conv_seg.bias']
 
     def execute(self, inputs):
         fused = self.maxpool(self.fuse(inputs))        # (B, channels, H_0 // 2, W_0 // 2)
