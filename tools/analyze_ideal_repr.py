@@ -27,11 +27,10 @@ SegformerHeadOffsetLearning, LightHamHeadOffsetLearning).
 import argparse
 import difflib
 import json
-import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
 import numpy as np  # noqa: E402
 
@@ -39,14 +38,9 @@ SPLITS = {'val': 'val_dataloader', 'test': 'test_dataloader', 'train': 'train_da
 PNG_NAME, JSON_NAME = 'ideal_repr_similarity.png', 'ideal_repr.json'
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f'error: {message} (see --help)\n')
-        sys.exit(2)
-
 
 def parse_args(argv=None):
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('checkpoint', help='trained weights (jseg .npz or PyTorch .pth)')
     parser.add_argument('--split', default='val', choices=sorted(SPLITS),
@@ -164,18 +158,12 @@ def draw_figure(panels, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.no_cuda:
-        os.environ['JSEG_NO_CUDA'] = '1'
-    from jseg.analysis.features import UnsupportedHeadError
-    from jseg.cli import ERRORS, load_config, select_device
-    try:
-        return run(args, select_device, load_config)
-    except ERRORS + (UnsupportedHeadError,) as err:
-        sys.stderr.write(f'error: {err}\n')
-        return 1
+    from jseg.analysis.features import UnsupportedHeadError  # noqa: E402  (after --no-cuda: see run_tool)
+    return run_tool(run, args, no_cuda=args.no_cuda, extra_errors=(UnsupportedHeadError,))
 
 
-def run(args, select_device, load_config):
+def run(args):
+    from jseg.cli import load_config, select_device
     from jseg.analysis import mean_off_diagonal
     from jseg.apis import init_model
     from jseg.datasets import DataError

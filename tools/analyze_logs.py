@@ -23,7 +23,7 @@ import math
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser  # noqa: E402  (puts the checkout on sys.path)
 
 PERCENT_KEYS = ('aAcc', 'mIoU', 'mAcc')
 PANEL_SIZE = (860, 300)  # (width, height) of one panel
@@ -34,14 +34,9 @@ class LogError(Exception):
     """A log that cannot be read, or a key no log has."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f'error: {message} (see --help)\n')
-        sys.exit(2)
-
 
 def parse_args(argv=None):
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('logs', nargs='+', metavar='LOG', help='a .jsonl log, or a work dir / logs folder')
     parser.add_argument('--keys', nargs='+', default=['loss', 'lr', 'mIoU'],
                         help='values to plot, one panel each (train: loss, lr, decode.loss_ce, decode.acc_seg, '

@@ -33,24 +33,18 @@ load average is printed.
 import argparse
 import json
 import os
-import os.path as osp
 import statistics
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
 import numpy as np  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f'error: {message} (see --help)\n')
-        sys.exit(2)
-
 
 def parse_args(argv=None):
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('--shape', type=int, nargs='+', default=None, metavar='SIZE',
                         help='inference input H W (or one size for a square); default: the config\'s test size')
@@ -294,15 +288,7 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.no_cuda:
-        os.environ['JSEG_NO_CUDA'] = '1'
-    from jseg.cli import ERRORS
-    try:
-        run(args)
-    except ERRORS as err:
-        sys.stderr.write(f'error: {err}\n')
-        return 1
-    return 0
+    return run_tool(run, args, no_cuda=args.no_cuda)
 
 
 if __name__ == '__main__':

@@ -24,17 +24,12 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
 import numpy as np  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f'error: {message} (see --help)\n')
-        sys.exit(2)
 
 
 class InputError(Exception):
@@ -42,7 +37,7 @@ class InputError(Exception):
 
 
 def parse_args(argv=None):
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
     parser.add_argument('checkpoint', help='trained weights (jseg .npz or PyTorch .pth)')
     parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image file, folder or quoted glob pattern')
@@ -152,15 +147,7 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.no_cuda:
-        os.environ['JSEG_NO_CUDA'] = '1'
-    from jseg.cli import ERRORS
-    try:
-        run(args)
-    except ERRORS + (InputError,) as err:
-        sys.stderr.write(f'error: {err}\n')
-        return 1
-    return 0
+    return run_tool(run, args, no_cuda=args.no_cuda, extra_errors=(InputError,))
 
 
 if __name__ == '__main__':

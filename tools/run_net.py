@@ -9,22 +9,14 @@ Bad input (missing config or checkpoint, unknown task or type, a key missing
 from the config, unusable data) ends with one ``error: ...`` line and exit
 status 1; unexpected failures keep their traceback.
 """
-import argparse
-import os
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f'error: {message} (see --help)\n')
-        sys.exit(2)
 
 
 def parse_args(argv=None):
-    parser = _Parser(description='Train, validate or test a jseg segmentation model.')
+    parser = ArgumentParser(description='Train, validate or test a jseg segmentation model.')
     parser.add_argument('--config-file', required=True, help='Python config file')
     parser.add_argument('--task', default='train', choices=['train', 'val', 'test'])
     parser.add_argument('--work-dir', help='output folder (default: work_dirs/<config name>)')
@@ -43,17 +35,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def run(args):
+    from jseg.cli import run_from_args
+    run_from_args(args)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.no_cuda:
-        os.environ['JSEG_NO_CUDA'] = '1'
-    from jseg.cli import ERRORS, run_from_args  # imports Jittor: after --no-cuda is known
-    try:
-        run_from_args(args)
-    except ERRORS as err:
-        sys.stderr.write(f'error: {err}\n')
-        return 1
-    return 0
+    return run_tool(run, args, no_cuda=args.no_cuda)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ A config is a Python file whose top-level variables form a dict::
 import ast
 import copy
 import difflib
-import os
 import os.path as osp
 import pprint
 import types

@@ -16,7 +16,6 @@ pure-Jittor implementation (forward and, through Jittor's autograd, backward);
 ``carafe`` dispatches to it until a fused kernel is registered with
 :func:`set_carafe_kernel`.
 """
-import jittor as jt
 from jittor import nn
 
 __all__ = ['carafe', 'carafe_reference', 'set_carafe_kernel']

@@ -166,20 +166,6 @@ def upsample2x_bilinear(x):
     return _resize_axis(x, _linear_taps(w, 2 * w), x.ndim - 1)
 
 
-def batched_matmul(a, b):
-    """(B, h, n, k) @ (B, h, k, m) -> (B, h, n, m) as B*h 2-D products.
-
-    Jittor runs a 4-D ``jt.matmul`` as a broadcast-multiply-reduce on the CPU;
-    2-D products go to oneDNN's GEMM and are 2-4x faster at these sizes.
-    """
-    batch, heads, n, _ = a.shape
-    m = b.shape[-1]
-    if batch * heads == 1:
-        return jt.matmul(a[0, 0], b[0, 0]).reshape(1, 1, n, m)
-    prods = [jt.matmul(a[i, j], b[i, j]) for i in range(batch) for j in range(heads)]
-    return jt.stack(prods).reshape(batch, heads, n, m)
-
-
 def gather_attention_bias(table, index, size):
     """Attention bias (heads, Nq, Nk) from a (heads, offsets) table and (N1, N2) int index.
 
