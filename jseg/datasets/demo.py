@@ -1,11 +1,13 @@
 """A small synthetic dataset of textured shapes, generated in seconds, for demos and smoke tests.
 
 Images hold two textured backgrounds (a smooth gradient above a wavy
-horizon, a grainy texture below it) and 2 to 5 shapes: circles, squares,
-triangles, rings and striped bars, each with a random colour and fill
-(solid, noisy or graded), so that a network must learn shape and texture
-rather than colour. Pixels on shape outlines and on thin random scribbles
-are "other" (label 0), which ``reduce_zero_label`` ignores, as in ADE20K.
+horizon, a grainy texture below it) and 2 to 5 shapes: dotted circles,
+checkered squares, cross-hatched triangles, solid rings and striped bars.
+Every class has its own kind of texture and geometry but random colours, so
+that a network must learn texture and shape rather than colour, and a small
+one learns it in a few hundred iterations. Pixels on shape outlines and on
+thin random scribbles are "other" (label 0), which ``reduce_zero_label``
+ignores, as in ADE20K.
 
 The layout is ADE20K's::
 
@@ -77,6 +79,46 @@ def _stripes(rng, h, w):
     return np.where(band[..., None] > 0, first, second)
 
 
+def _solid(rng, h, w):
+    return _fill(rng, h, w, 'solid')
+
+
+def _two_colours(rng):
+    first, second = _random_colour(rng), _random_colour(rng)
+    if np.abs(first - second).sum() < 150:  # keep the pattern visible
+        second = 255 - first
+    return first, second
+
+
+def _dots(rng, h, w):
+    """Polka dots: discs of radius 1-2 on a square grid of 5-8 pixels."""
+    first, second = _two_colours(rng)
+    step, radius = int(rng.integers(5, 9)), float(rng.uniform(1.0, 2.2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    near = ((yy % step) - step / 2) ** 2 + ((xx % step) - step / 2) ** 2 <= radius ** 2
+    return np.where(near[..., None], first, second)
+
+
+def _checker(rng, h, w):
+    """A checkerboard of 3-7 pixel cells."""
+    first, second = _two_colours(rng)
+    cell = int(rng.integers(3, 8))
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.where((((yy // cell) + (xx // cell)) % 2 == 0)[..., None], first, second)
+
+
+def _hatch(rng, h, w):
+    """Thin diagonal cross-hatching every 5-8 pixels."""
+    first, second = _two_colours(rng)
+    step = int(rng.integers(5, 9))
+    yy, xx = np.mgrid[0:h, 0:w]
+    lines = ((xx + yy) % step == 0) | ((xx - yy) % step == 0)
+    return np.where(lines[..., None], first, second)
+
+
+_TEXTURES = {}  # filled below, once the shape ids are defined
+
+
 def _shape_mask(rng, cls, h, w):
     """A uint8 mask of one shape and the outline (for label 0) drawn around it."""
     mask = np.zeros((h, w), np.uint8)
@@ -135,7 +177,7 @@ def render_sample(rng, height, width):
         cls = int(rng.choice([_CIRCLE, _SQUARE, _TRIANGLE, _RING, _STRIPES]))
         mask, outline = _shape_mask(rng, cls, h, w)
         inside = mask.astype(bool)
-        texture = _stripes(rng, h, w) if cls == _STRIPES else _fill(rng, h, w)
+        texture = _TEXTURES[cls](rng, h, w)
         img[inside] = texture[inside]
         label[inside] = cls
         label[outline.astype(bool)] = 0
@@ -150,9 +192,13 @@ def render_sample(rng, height, width):
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
+_TEXTURES.update({_CIRCLE: _dots, _SQUARE: _checker, _TRIANGLE: _hatch, _RING: _solid, _STRIPES: _stripes})
+VERSION = 2  # of the rendering: datasets made by an older version are regenerated
+
+
 def _settings(num_train, num_val, size, seed):
     return {'num_train': int(num_train), 'num_val': int(num_val), 'size': [int(s) for s in size],
-            'seed': int(seed), 'classes': list(DEMO_CLASSES), 'version': 1}
+            'seed': int(seed), 'classes': list(DEMO_CLASSES), 'version': VERSION}
 
 
 def _read_marker(root):
@@ -188,13 +234,17 @@ def generate_demo_dataset(root, num_train=200, num_val=40, size=(160, 256), seed
             each side is drawn from.
         seed (int): seed of everything.
 
+    A dataset made by an older version of the renderer (same settings) is
+    replaced by a new one.
+
     Raises:
         DataError: ``root`` exists but is not a demo dataset made with these settings.
     """
     if isinstance(size, int):
         size = (size, size)
     settings = _settings(num_train, num_val, size, seed)
-    if osp.exists(root):
+    stale = osp.exists(root) and _is_older_version(root, settings)
+    if osp.exists(root) and not stale:
         return _check_existing(root, settings)
     parent = osp.dirname(osp.abspath(root)) or '.'
     os.makedirs(parent, exist_ok=True)
@@ -215,6 +265,10 @@ def generate_demo_dataset(root, num_train=200, num_val=40, size=(160, 256), seed
                 cv2.imwrite(osp.join(tmp, 'annotations', folder, name + '.png'), label)
         with open(osp.join(tmp, MARKER), 'w', encoding='utf-8') as f:
             json.dump(settings, f, indent=2)
+        if stale:  # move the old version aside (it is generated data), then swap in the new one
+            old = f'{tmp}-old'
+            os.rename(root, old)
+            shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, root)
         except OSError:
@@ -224,6 +278,12 @@ def generate_demo_dataset(root, num_train=200, num_val=40, size=(160, 256), seed
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _is_older_version(root, settings):
+    found = _read_marker(root)
+    return bool(found) and all(found.get(k) == v for k, v in settings.items() if k != 'version') \
+        and int(found.get('version', 0)) < settings['version']
 
 
 def _check_existing(root, settings):

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.skipif(MPIRUN is None or shutil.which('mpicc') is None,
 COMMON = ["optim_wrapper.optimizer={'type': 'SGD', 'lr': 0.01, 'momentum': 0.9}",
           'model.decode_head.dropout_ratio=0.0', 'train_dataloader.batch_size=4', 'max_iters=2',
           'checkpoint_interval=1', 'eval_interval=100']
+# Two ranks sum their gradients in another order than one process: float32 rounding of ~1e-7 on
+# weights of scale ~0.1, far below one SGD step (lr 0.01 times the gradient).
+ATOL = 1e-6
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +74,7 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(runs):
         moved = 0
         start, _ = _model(os.path.join(single, 'iter_1.npz')) if it == 2 else (None, None)
         for key in a:
-            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-7, err_msg=f'iter {it}: {key}')
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=ATOL, err_msg=f'iter {it}: {key}')
             if start is not None and not np.array_equal(a[key], start[key]):
                 moved += 1
         assert it == 1 or moved > 100  # the second step really changed the weights
@@ -105,4 +108,4 @@ def test_resume_under_mpirun(runs, data_root, tmp_path):
     b, meta = _model(os.path.join(work, 'iter_2.npz'))
     assert meta['iteration'] == 2
     for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=ATOL, err_msg=key)

@@ -81,3 +81,29 @@ def test_default_generation_takes_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(files(root)) == 2 * (200 + 40) + 1
     assert elapsed < 20, f'generating the default demo dataset took {elapsed:.1f} s'
+
+
+def test_older_renderer_version_is_regenerated(tmp_path):
+    import json
+    root = str(tmp_path / 'demo')
+    generate_demo_dataset(root, num_train=2, num_val=1, size=64)
+    marker = osp.join(root, demo_module.MARKER)
+    settings = json.load(open(marker))
+    settings['version'] = demo_module.VERSION - 1
+    json.dump(settings, open(marker, 'w'))
+    image = osp.join(root, 'images', 'training', 'demo_00000.jpg')
+    open(image, 'wb').write(b'stale')
+    generate_demo_dataset(root, num_train=2, num_val=1, size=64)
+    assert json.load(open(marker))['version'] == demo_module.VERSION
+    assert cv2.imread(image) is not None  # rendered again
+    assert not [n for n in os.listdir(tmp_path) if n.startswith('.')]  # no temporary left
+
+
+def test_each_shape_class_has_its_own_texture():
+    # one circle (dots), square (checker), triangle (hatch), ring (solid), stripes: texture statistics differ
+    rng = np.random.default_rng(0)
+    h = w = 48
+    flat = {cls: demo_module._TEXTURES[cls](rng, h, w).reshape(-1, 3) for cls in demo_module._TEXTURES}
+    assert flat[demo_module._RING].std(0).max() == 0          # solid
+    for cls in (demo_module._CIRCLE, demo_module._SQUARE, demo_module._TRIANGLE, demo_module._STRIPES):
+        assert len(np.unique(flat[cls], axis=0)) == 2         # a two-colour pattern

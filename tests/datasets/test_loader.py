@@ -168,7 +168,8 @@ loader.set_epoch(1)
 loader.set_start_iter(1)
 out = [[(m['sample_idx'], hashlib.md5(b['inputs'][i].tobytes()).hexdigest()) for i, m in enumerate(b['metas'])]
        for b in loader]
-print('RESULT', jt.rank, json.dumps(out))
+with open(sys.argv[3] + str(jt.rank), 'w') as f:  # not stdout: mpirun may interleave long lines
+    json.dump(out, f)
 '''
 
 
@@ -183,11 +184,15 @@ def test_mpi_ranks_share_each_batch_and_get_the_same_samples(train_set, demo_roo
     script.write_text(MPI_SCRIPT)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1',
                PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
-    done = subprocess.run(['mpirun', '-np', '2', sys.executable, str(script), demo_root, json.dumps(TRAIN_PIPELINE)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    prefix = str(tmp_path / 'rank')
+    done = subprocess.run(['mpirun', '-np', '2', sys.executable, str(script), demo_root, json.dumps(TRAIN_PIPELINE),
+                           prefix], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    ranks = dict(line.split(' ', 2)[1:] for line in done.stdout.splitlines() if line.startswith('RESULT'))
-    shares = [json.loads(ranks[r]) for r in ('0', '1')]
+    shares = []
+    for rank in (0, 1):
+        assert os.path.exists(prefix + str(rank)), f'rank {rank} wrote nothing: ' + done.stdout[-1000:] + done.stderr[-1000:]
+        with open(prefix + str(rank)) as f:
+            shares.append(json.load(f))
     merged = [[tuple(s) for s in a + b] for a, b in zip(*shares)]
     assert merged == expected and len(merged) == 2  # each rank half of every global batch
 
