@@ -422,8 +422,16 @@ class _StopRequest:
     def __init__(self):
         self.requested = False
         self._previous = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            # A data-loading worker forked while the handler was installed: Ctrl-C reaches the
+            # whole process group and the main process decides; the loader's SIGTERM ends it.
+            if signum == signal.SIGTERM:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True

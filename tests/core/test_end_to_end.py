@@ -134,13 +134,18 @@ def test_val_with_test_time_augmentation(trained, data_root, tmp_path):
 
 
 def test_interrupted_training_saves_and_resumes(data_root, tmp_path):
-    """SIGINT (Ctrl-C) or SIGTERM stops after the current iteration with a checkpoint to resume from."""
+    """SIGINT (Ctrl-C) or SIGTERM stops after the current iteration with a checkpoint to resume from.
+
+    With loading workers, which inherit the handler when forked: they must end quietly when the
+    loader terminates them, not report the signal or raise.
+    """
     import signal
     import subprocess
     import time
     work = str(tmp_path / 'interrupted')
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'run_net.py'), '--config-file', CONFIG, '--task=train',
-           '--work-dir', work, *options(data_root, 'max_iters=1000', 'checkpoint_interval=1000')]
+           '--work-dir', work, *options(data_root, 'max_iters=1000', 'checkpoint_interval=1000',
+                                                'train_dataloader.num_workers=2')]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not glob.glob(os.path.join(work, 'logs', '*.jsonl')) and time.time() < deadline:
@@ -149,6 +154,7 @@ def test_interrupted_training_saves_and_resumes(data_root, tmp_path):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert 'training stopped at iteration' in out
+    assert out.count('received signal') == 1 and 'Traceback' not in out, out
     saved = glob.glob(os.path.join(work, 'iter_*.npz'))
     assert len(saved) == 1
     _, meta = read_checkpoint(saved[0])
