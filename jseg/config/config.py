@@ -192,6 +192,9 @@ def parse_cfg_options(items):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
+            if text.strip().startswith(('[', '{', '(')):  # meant as a container: do not pass it on as a string
+                raise ConfigError(f'--cfg-options {key.strip()}: {text!r} is not a Python literal '
+                                  "(write a dict as {'type': 'X'}, not dict(type='X'))") from None
             value = text
         options[key.strip()] = value
     return options

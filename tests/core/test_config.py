@@ -73,6 +73,13 @@ def test_cfg_options_unknown_key_is_an_error_with_hint(cfg_tree):
         parse_cfg_options(['max_iters'])
 
 
+def test_cfg_options_container_that_is_no_literal_is_an_error():
+    with pytest.raises(ConfigError, match=r"param_scheduler: .* is not a Python literal"):
+        parse_cfg_options(["param_scheduler=[dict(type='PolyLR')]"])
+    assert parse_cfg_options(["param_scheduler=[{'type': 'PolyLR'}]", 'name=abc', 'work_dir=']) == dict(
+        param_scheduler=[dict(type='PolyLR')], name='abc', work_dir='')
+
+
 def test_missing_key_is_strict_with_hint(cfg_tree):
     cfg = Config.fromfile(cfg_tree)
     with pytest.raises(ConfigKeyError, match="did you mean 'log_interval'"):
