@@ -3,9 +3,10 @@
 Images hold two textured backgrounds (a smooth gradient above a wavy
 horizon, a grainy texture below it) and 2 to 5 shapes: dotted circles,
 checkered squares, cross-hatched triangles, solid rings and striped bars.
-Every class has its own kind of texture and geometry but random colours, so
-that a network must learn texture and shape rather than colour, and a small
-one learns it in a few hundred iterations. Pixels on shape outlines and on
+Every class has its own kind of texture and geometry and colours drawn around
+its palette colour (classes with similar colours differ in texture and
+shape), so that a small network trained from scratch learns it in a few
+hundred iterations. Pixels on shape outlines and on
 thin random scribbles are "other" (label 0), which ``reduce_zero_label``
 ignores, as in ADE20K.
 
@@ -44,74 +45,80 @@ def _random_colour(rng):
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _fill(rng, h, w, kind=None):
-    """A (h, w, 3) float32 fill: solid, noisy or a linear gradient between two colours."""
-    kind = kind or rng.choice(['solid', 'noise', 'gradient'])
-    base = _random_colour(rng)
-    if kind == 'solid':
-        return np.broadcast_to(base, (h, w, 3)).copy()
-    if kind == 'noise':
-        return base + rng.normal(0, 18, size=(h, w, 1)).astype(np.float32)
-    other = _random_colour(rng)
+def _class_colour(rng, cls):
+    """A BGR colour near the class's palette colour (each channel moved by up to 40).
+
+    Colour is a strong cue, as in real scenes, but the classes whose palette colours are
+    close (the smooth background and triangles, circles and rings) need texture or shape.
+    """
+    rgb = np.array(DEMO_PALETTE[cls - 1], np.float32)
+    return np.clip(rgb[::-1] + rng.uniform(-40, 40, size=3), 0, 255).astype(np.float32)
+
+
+def _two_colours(rng, cls):
+    """The class colour and a darker shade of it, for two-colour patterns."""
+    first = _class_colour(rng, cls)
+    return first, first * rng.uniform(0.3, 0.55)
+
+
+def _grid(h, w):
+    return np.mgrid[0:h, 0:w].astype(np.float32)
+
+
+def _gradient(rng, h, w, cls):
+    """A linear gradient from the class colour to a darker shade, in a random direction."""
+    first, second = _class_colour(rng, cls), _class_colour(rng, cls) * rng.uniform(0.5, 0.8)
     angle = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    yy, xx = _grid(h, w)
+    t = np.cos(angle) * xx + np.sin(angle) * yy
     t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
-    return base * (1 - t[..., None]) + other * t[..., None]
+    return first * (1 - t[..., None]) + second * t[..., None]
 
 
-def _grainy(rng, h, w):
-    """A high-frequency texture: blocky noise over a base colour."""
+def _grainy(rng, h, w, cls):
+    """A high-frequency texture: blocky noise over the class colour."""
     cell = int(rng.integers(2, 5))
     small = rng.normal(0, 40, size=(h // cell + 1, w // cell + 1, 1)).astype(np.float32)
     grain = np.repeat(np.repeat(small, cell, axis=0), cell, axis=1)[:h, :w]
-    return _random_colour(rng) + grain
+    return _class_colour(rng, cls) + grain
 
 
-def _stripes(rng, h, w):
+def _solid(rng, h, w, cls):
+    return np.broadcast_to(_class_colour(rng, cls), (h, w, 3)).copy()
+
+
+def _stripes(rng, h, w, cls):
+    """Straight bands of 3-7 pixels at a random angle."""
     period = int(rng.integers(6, 14))
     angle = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h, w)
     band = ((np.cos(angle) * xx + np.sin(angle) * yy) // (period / 2)) % 2
-    first, second = _random_colour(rng), _random_colour(rng)
-    if np.abs(first - second).sum() < 150:  # keep the stripes visible
-        second = 255 - first
+    first, second = _two_colours(rng, cls)
     return np.where(band[..., None] > 0, first, second)
 
 
-def _solid(rng, h, w):
-    return _fill(rng, h, w, 'solid')
-
-
-def _two_colours(rng):
-    first, second = _random_colour(rng), _random_colour(rng)
-    if np.abs(first - second).sum() < 150:  # keep the pattern visible
-        second = 255 - first
-    return first, second
-
-
-def _dots(rng, h, w):
+def _dots(rng, h, w, cls):
     """Polka dots: discs of radius 1-2 on a square grid of 5-8 pixels."""
-    first, second = _two_colours(rng)
+    first, second = _two_colours(rng, cls)
     step, radius = int(rng.integers(5, 9)), float(rng.uniform(1.0, 2.2))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h, w)
     near = ((yy % step) - step / 2) ** 2 + ((xx % step) - step / 2) ** 2 <= radius ** 2
     return np.where(near[..., None], first, second)
 
 
-def _checker(rng, h, w):
+def _checker(rng, h, w, cls):
     """A checkerboard of 3-7 pixel cells."""
-    first, second = _two_colours(rng)
+    first, second = _two_colours(rng, cls)
     cell = int(rng.integers(3, 8))
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = _grid(h, w).astype(np.int64)
     return np.where((((yy // cell) + (xx // cell)) % 2 == 0)[..., None], first, second)
 
 
-def _hatch(rng, h, w):
+def _hatch(rng, h, w, cls):
     """Thin diagonal cross-hatching every 5-8 pixels."""
-    first, second = _two_colours(rng)
+    first, second = _two_colours(rng, cls)
     step = int(rng.integers(5, 9))
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = _grid(h, w).astype(np.int64)
     lines = ((xx + yy) % step == 0) | ((xx - yy) % step == 0)
     return np.where(lines[..., None], first, second)
 
@@ -167,8 +174,8 @@ def render_sample(rng, height, width):
     amp, freq, phase = rng.uniform(0, 0.08) * h, rng.uniform(0.5, 2.5), rng.uniform(0, 2 * np.pi)
     horizon = base + amp * np.sin(freq * 2 * np.pi * np.arange(w) / w + phase)
     below = np.arange(h)[:, None] >= horizon[None, :]
-    img[:] = _fill(rng, h, w, 'gradient')
-    img[below] = _grainy(rng, h, w)[below]
+    img[:] = _gradient(rng, h, w, _SMOOTH)
+    img[below] = _grainy(rng, h, w, _GRAINY)[below]
     label[:] = _SMOOTH
     label[below] = _GRAINY
     edge = np.abs(np.arange(h)[:, None] - horizon[None, :]) < 1.0
@@ -177,7 +184,7 @@ def render_sample(rng, height, width):
         cls = int(rng.choice([_CIRCLE, _SQUARE, _TRIANGLE, _RING, _STRIPES]))
         mask, outline = _shape_mask(rng, cls, h, w)
         inside = mask.astype(bool)
-        texture = _TEXTURES[cls](rng, h, w)
+        texture = _TEXTURES[cls](rng, h, w, cls)
         img[inside] = texture[inside]
         label[inside] = cls
         label[outline.astype(bool)] = 0
@@ -193,7 +200,7 @@ def render_sample(rng, height, width):
 
 
 _TEXTURES.update({_CIRCLE: _dots, _SQUARE: _checker, _TRIANGLE: _hatch, _RING: _solid, _STRIPES: _stripes})
-VERSION = 2  # of the rendering: datasets made by an older version are regenerated
+VERSION = 3  # of the rendering: datasets made by an older version are regenerated
 
 
 def _settings(num_train, num_val, size, seed):

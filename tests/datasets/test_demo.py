@@ -103,7 +103,10 @@ def test_each_shape_class_has_its_own_texture():
     # one circle (dots), square (checker), triangle (hatch), ring (solid), stripes: texture statistics differ
     rng = np.random.default_rng(0)
     h = w = 48
-    flat = {cls: demo_module._TEXTURES[cls](rng, h, w).reshape(-1, 3) for cls in demo_module._TEXTURES}
-    assert flat[demo_module._RING].std(0).max() == 0          # solid
+    flat = {cls: demo_module._TEXTURES[cls](rng, h, w, cls).reshape(-1, 3) for cls in demo_module._TEXTURES}
+    assert len(np.unique(flat[demo_module._RING], axis=0)) == 1  # solid
     for cls in (demo_module._CIRCLE, demo_module._SQUARE, demo_module._TRIANGLE, demo_module._STRIPES):
         assert len(np.unique(flat[cls], axis=0)) == 2         # a two-colour pattern
+    for cls, pixels in flat.items():                          # the brightest colour is the class's (BGR)
+        brightest = pixels[pixels.sum(1).argmax()]
+        assert np.abs(brightest - np.array(demo_module.DEMO_PALETTE[cls - 1])[::-1]).max() <= 40
