@@ -16,8 +16,16 @@ offline, so ``import jseg`` settles both questions first:
   (``use_mkl=0``), which works offline but makes convolutions far slower; a
   warning says how to fix it.
 
-Variables the user already set (``nvcc_path``, ``use_mkl``, ``log_silent``) are
-respected. Nothing here imports Jittor.
+* **Kernel compilation** runs in one thread (``use_parallel_op_compiler=1``).
+  Jittor 1.3.11 compiles new kernels in 16 threads by default, and that
+  compiler shares unlocked state between its threads: now and then a kernel
+  gets a corrupted name and fails to compile, or a compile thread crashes, after
+  which the process hangs at exit. One thread makes a first run (cold kernel
+  cache) about 1.5 times slower and never fails that way; set
+  ``use_parallel_op_compiler=16`` to trade that back.
+
+Variables the user already set (``nvcc_path``, ``use_mkl``, ``log_silent``,
+``use_parallel_op_compiler``) are respected. Nothing here imports Jittor.
 """
 import ctypes
 import ctypes.util
@@ -161,6 +169,7 @@ def configure_jittor(force_cpu=None):
         return
     _configured = True
     os.environ.setdefault('log_silent', '1')
+    os.environ.setdefault('use_parallel_op_compiler', '1')  # see the module docstring
     if force_cpu or not cuda_usable():
         os.environ['nvcc_path'] = ''
     _setup_onednn()
