@@ -52,7 +52,8 @@ def parse_args(argv=None):
                         help='training input H W (or one size); default: the train pipeline\'s crop size')
     parser.add_argument('--batch', type=int, default=1, help='images per call (default: %(default)s)')
     parser.add_argument('--runs', type=int, default=10, help='timed calls per measurement (default: %(default)s)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed calls first, for JIT compilation (default: %(default)s)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed calls first, for JIT compilation (default: %(default)s)')
     parser.add_argument('--train', action='store_true',
                         help='also time a training iteration (forward, backward, optimizer step)')
     parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works')

@@ -190,7 +190,8 @@ def test_mpi_ranks_share_each_batch_and_get_the_same_samples(train_set, demo_roo
     assert done.returncode == 0, done.stderr[-2000:]
     shares = []
     for rank in (0, 1):
-        assert os.path.exists(prefix + str(rank)), f'rank {rank} wrote nothing: ' + done.stdout[-1000:] + done.stderr[-1000:]
+        assert os.path.exists(prefix + str(rank)), \
+            f'rank {rank} wrote nothing: ' + done.stdout[-1000:] + done.stderr[-1000:]
         with open(prefix + str(rank)) as f:
             shares.append(json.load(f))
     merged = [[tuple(s) for s in a + b] for a, b in zip(*shares)]

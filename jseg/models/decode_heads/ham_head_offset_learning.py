@@ -41,6 +41,5 @@ class LightHamHeadOffsetLearning(LightHamHead):
         super().__init__(ham_channels=ham_channels, ham_kwargs=ham_kwargs, **kwargs)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-
     def execute(self, inputs):
         return self.offset_learning(self.decode(inputs))

@@ -70,7 +70,6 @@ class OffSegHead(BaseDecodeHead):
                                 norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-
     def execute(self, inputs):
         """inputs: the backbone's list of feature maps -> logits (B, K, H_0, W_0)."""
         feats = [pre(x) for pre, x in zip(self.pre, self._transform_inputs(inputs))]

@@ -48,7 +48,6 @@ class SegformerHeadOffsetLearning(SegformerHead):
         self.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.offset_learning = OffsetLearning(self.num_classes, self.channels)
 
-
     def execute(self, inputs):
         fused = self.maxpool(self.fuse(inputs))        # (B, channels, H_0 // 2, W_0 // 2)
         return self.offset_learning(fused)
