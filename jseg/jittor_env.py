@@ -37,14 +37,29 @@ import shutil
 import warnings
 from pathlib import Path
 
-__all__ = ['configure_jittor', 'cuda_usable', 'jittor_home']
+__all__ = ['configure_jittor', 'cuda_usable', 'env_flag', 'jittor_home']
 
 _DNNL_DIR_NAME = 'dnnl_lnx_2.2.0_cpu_gomp'
 _configured = False
 
 
-def _truthy(value):
-    return str(value).strip().lower() in ('1', 'true', 'yes', 'on')
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+def env_flag(name, default):
+    """The boolean environment variable ``name``; ``default`` when it is unset or empty.
+
+    Raises:
+        ValueError: the value is none of 1/true/yes/on and 0/false/no/off.
+    """
+    value = os.environ.get(name, '').strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f'environment variable {name}={os.environ[name]!r}: expected 1/true/yes/on or 0/false/no/off')
 
 
 def jittor_home():
@@ -162,7 +177,7 @@ def configure_jittor(force_cpu=None):
     """
     global _configured
     if force_cpu is None:
-        force_cpu = _truthy(os.environ.get('JSEG_NO_CUDA', '0'))
+        force_cpu = env_flag('JSEG_NO_CUDA', False)
     if force_cpu:
         os.environ['JSEG_NO_CUDA'] = '1'
     if _configured or 'jittor' in __import__('sys').modules:

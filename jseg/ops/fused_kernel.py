@@ -18,7 +18,8 @@ The switch is process-wide: it routes the two public functions, so every
 module that calls them (FreqFusion, offset learning) follows it.
 """
 import contextlib
-import os
+
+from jseg.jittor_env import env_flag
 
 from .carafe import set_carafe_kernel
 from .carafe_kernel import carafe_fused
@@ -28,7 +29,6 @@ from .offset_attention_kernel import offset_attention_fused
 __all__ = ['ENV_VAR', 'use_fused_ops', 'fused_ops_enabled', 'fused_ops', 'configure_fused_ops']
 
 ENV_VAR = 'JSEG_FUSED_OPS'
-_FALSE = ('0', 'false', 'off', 'no')
 _enabled = None
 
 
@@ -72,8 +72,4 @@ def configure_fused_ops(cfg):
     return _enabled
 
 
-def _default_from_env():
-    return os.environ.get(ENV_VAR, '1').strip().lower() not in _FALSE
-
-
-use_fused_ops(_default_from_env())
+use_fused_ops(env_flag(ENV_VAR, True))

@@ -51,3 +51,17 @@ def test_system_onednn_is_used():
 def test_user_settings_are_kept():
     flags = probe(use_parallel_op_compiler='4', use_mkl='0')
     assert flags['compiler_threads'] == 4 and flags['use_mkl'] == 0
+
+
+def test_env_flag_values(monkeypatch):
+    from jseg.jittor_env import env_flag
+    for text, expected in (('1', True), (' On', True), ('yes', True), ('0', False), ('FALSE', False), ('no', False)):
+        monkeypatch.setenv('JSEG_TEST_FLAG', text)
+        assert env_flag('JSEG_TEST_FLAG', not expected) is expected
+    monkeypatch.setenv('JSEG_TEST_FLAG', '')
+    assert env_flag('JSEG_TEST_FLAG', True) is True
+    monkeypatch.delenv('JSEG_TEST_FLAG')
+    assert env_flag('JSEG_TEST_FLAG', False) is False
+    monkeypatch.setenv('JSEG_TEST_FLAG', 'maybe')
+    with pytest.raises(ValueError, match="JSEG_TEST_FLAG='maybe'"):
+        env_flag('JSEG_TEST_FLAG', False)
