@@ -6,9 +6,8 @@ checkered squares, cross-hatched triangles, solid rings and striped bars.
 Every class has its own kind of texture and geometry and colours drawn around
 its palette colour (classes with similar colours differ in texture and
 shape), so that a small network trained from scratch learns it in a few
-hundred iterations. Pixels on shape outlines and on
-thin random scribbles are "other" (label 0), which ``reduce_zero_label``
-ignores, as in ADE20K.
+hundred iterations. Pixels on shape outlines and on thin random scribbles
+are "other" (label 0), which ``reduce_zero_label`` ignores, as in ADE20K.
 
 The layout is ADE20K's::
 

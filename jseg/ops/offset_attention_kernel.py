@@ -906,18 +906,6 @@ def gemm_forward(img_feat, cls_repr, channels_first=False):
 
 _STRATEGIES = ('auto', 'fused', 'gemm')
 
-# Jittor's matrix-product entry points as imported. When one of them has been
-# replaced (a MAC counter such as jseg.utils.flops.MacCounter, a profiler),
-# offset_attention_fused runs the composition instead, so that whoever
-# instruments the products sees them: the fused operator performs its
-# products inside one jt.code and would otherwise be invisible to them.
-_MATMUL_ENTRY_POINTS = ((jt, 'matmul', jt.matmul), (nn, 'matmul', nn.matmul),
-                        (nn, 'matmul_transpose', nn.matmul_transpose))
-
-
-def _matmul_instrumented():
-    return any(getattr(owner, name) is not original for owner, name, original in _MATMUL_ENTRY_POINTS)
-
 
 def offset_attention_fused(img_feat, cls_repr, channels_first=False, strategy='auto'):
     """Coupled attention through the JIT-compiled operators; same arguments and
@@ -929,9 +917,7 @@ def offset_attention_fused(img_feat, cls_repr, channels_first=False, strategy='a
         cls_repr (jt.Var): W, (B, K, C), or (1, K, C) shared by the batch.
         channels_first (bool): layout of ``img_feat`` and of the returned F_pos.
         strategy (str): ``'fused'``, ``'gemm'`` or ``'auto'`` (``'gemm'`` when
-            ``jt.flags.use_cuda`` is set, else ``'fused'``). While Jittor's
-            matmul entry points are patched (MAC counting), the composition
-            runs instead, so the counter sees the products.
+            ``jt.flags.use_cuda`` is set, else ``'fused'``).
 
     Returns:
         tuple[jt.Var, jt.Var]: F_cls (B, K, C) and F_pos (B, HW, C), or
@@ -951,9 +937,6 @@ def offset_attention_fused(img_feat, cls_repr, channels_first=False, strategy='a
         img_feat = img_feat.float32()
     if cls_repr.dtype != img_feat.dtype:
         cls_repr = cls_repr.cast(img_feat.dtype)
-    if _matmul_instrumented():
-        from .offset_attention import offset_attention_reference
-        return offset_attention_reference(img_feat, cls_repr, channels_first)
     if strategy == 'auto':
         strategy = 'gemm' if jt.flags.use_cuda else 'fused'
     if strategy == 'fused':

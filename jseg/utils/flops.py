@@ -11,7 +11,12 @@ A multiply-add counts once, as the "FLOPs" of mmsegmentation's ``get_flops`` and
 of papers in this field. Biases, normalisation, activations, interpolation,
 softmax and sampling are not counted. Nested calls (a Linear layer calling
 ``matmul_transpose``) are counted once, at the outermost entry point.
+
+Inside the block the JIT-compiled operators are switched off
+(:func:`jseg.ops.fused_ops`): they compute their products inside one kernel,
+which no entry point sees, so their pure-Jittor compositions run instead.
 """
+import contextlib
 import math
 import threading
 
@@ -71,6 +76,7 @@ class MacCounter:
         self.matmul = 0
         self._depth = threading.local()
         self._saved = []
+        self._compositions = contextlib.ExitStack()
 
     @property
     def total(self):
@@ -97,6 +103,8 @@ class MacCounter:
         setattr(owner, name, self._guarded(kind, original, macs_of))
 
     def __enter__(self):
+        from jseg.ops import fused_ops
+        self._compositions.enter_context(fused_ops(False))
         conv_module = lambda out, module, *a, **k: _conv_macs(module.weight.shape, module.groups, out)  # noqa: E731
         for cls in _with_subclasses(nn.Conv):  # subclasses may compute a conv another way (1x1 as GEMM)
             if 'execute' in cls.__dict__:
@@ -121,4 +129,5 @@ class MacCounter:
         for owner, name, original in reversed(self._saved):
             setattr(owner, name, original)
         self._saved.clear()
+        self._compositions.close()
         return False

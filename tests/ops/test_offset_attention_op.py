@@ -174,9 +174,11 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
 
 
 def test_mac_counter_sees_the_products():
-    """With Jittor's matmul patched by the MAC counter, the composition runs, so its 3 products count."""
+    """The MAC counter switches the fused operator off for its block, so the composition's 3 products count."""
     from jseg.utils.flops import MacCounter
     b, n, c, k = 1, 50, 8, 5
-    with ops.fused_ops(True), jt.no_grad(), MacCounter() as counter:
-        ops.offset_attention(jt.randn(b, c, n), jt.randn(1, k, c), channels_first=True)
+    with ops.fused_ops(True), jt.no_grad():
+        with MacCounter() as counter:
+            ops.offset_attention(jt.randn(b, c, n), jt.randn(1, k, c), channels_first=True)
+        assert ops.fused_ops_enabled()  # switched back on when the counter is done
     assert counter.matmul == 3 * b * n * k * c
