@@ -38,7 +38,6 @@ SPLITS = {'val': 'val_dataloader', 'test': 'test_dataloader', 'train': 'train_da
 PNG_NAME, JSON_NAME = 'ideal_repr_similarity.png', 'ideal_repr.json'
 
 
-
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')
@@ -158,8 +157,7 @@ def draw_figure(panels, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    from jseg.analysis.features import UnsupportedHeadError  # noqa: E402  (after --no-cuda: see run_tool)
-    return run_tool(run, args, no_cuda=args.no_cuda, extra_errors=(UnsupportedHeadError,))
+    return run_tool(run, args, no_cuda=args.no_cuda)  # UnsupportedHeadError is a ConfigError
 
 
 def run(args):

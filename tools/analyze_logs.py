@@ -34,7 +34,6 @@ class LogError(Exception):
     """A log that cannot be read, or a key no log has."""
 
 
-
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('logs', nargs='+', metavar='LOG', help='a .jsonl log, or a work dir / logs folder')

@@ -42,7 +42,6 @@ from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checko
 import numpy as np  # noqa: E402
 
 
-
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')

@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
-
 class InputError(Exception):
     """An INPUT that matches no image, or an image that cannot be read."""
 

@@ -14,7 +14,6 @@ import sys
 from tool_common import ArgumentParser  # noqa: E402  (puts the checkout on sys.path)
 
 
-
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='Python config file')

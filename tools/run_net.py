@@ -14,7 +14,6 @@ import sys
 from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
 
-
 def parse_args(argv=None):
     parser = ArgumentParser(description='Train, validate or test a jseg segmentation model.')
     parser.add_argument('--config-file', required=True, help='Python config file')

@@ -20,6 +20,7 @@ is not computed), so every head's own forward pass stays the single source of
 truth. Call it on a head in eval mode: in training mode the baseline heads'
 Dropout2d would be applied.
 """
+from jseg.config import ConfigError
 from jseg.models.decode_heads import (LightHamHead, LightHamHeadOffsetLearning, OffSegHead, SegformerHead,
                                       SegformerHeadOffsetLearning)
 
@@ -35,8 +36,8 @@ CLASSIFIERS = {
 }
 
 
-class UnsupportedHeadError(ValueError):
-    """A decode head whose final features :func:`final_features` does not know how to take."""
+class UnsupportedHeadError(ConfigError):
+    """The config's decode head is one whose final features :func:`final_features` cannot take."""
 
 
 class _Captured(Exception):
