@@ -233,14 +233,14 @@ def _timing_line(name, timing, batch):
 def run(args):
     import jittor as jt
 
+    from jseg.apis import init_model
     from jseg.cli import load_config, select_device
-    from jseg.registry import MODELS
     from jseg.utils.flops import count_parameters
     device = select_device(args.no_cuda)
     cfg = load_config(args.config, args.cfg_options)
     shape, shape_reason = (args.shape, '--shape') if args.shape else default_test_shape(cfg)
     jt.set_global_seed(0)
-    model = MODELS.build(cfg.model)
+    model = init_model(cfg)  # honours the config's use_fused_ops; no checkpoint
     jt.sync_all(True)  # initialise the parameters now, not inside the first (warm-up) call
     params = count_parameters(model)
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
