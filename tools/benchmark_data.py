@@ -13,16 +13,14 @@ epochs, and prints the median images/s of the timed epochs. ``--step-time S``
 sleeps S seconds per batch, like a training step on a GPU that leaves the CPU
 to the workers; ``--profile`` also prints the time of each transform.
 """
-import argparse
 import os
 import os.path as osp
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
+from tool_common import ArgumentParser  # noqa: E402  (puts the checkout on sys.path)
 
 DEFAULT_CONFIG = 'project/_base_/datasets/ade20k.py'
 
@@ -85,7 +83,7 @@ def profile_transforms(dataset, samples=32):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Images/s of the training data pipeline.')
+    parser = ArgumentParser(description='Images/s of the training data pipeline.')
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='config with a train_dataloader')
     parser.add_argument('--data-root', help='existing dataset folder (default: synthetic ADE20K-sized data)')
     parser.add_argument('--num-images', type=int, default=64, help='synthetic images to generate')

@@ -49,12 +49,12 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout on sys.path)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--op', choices=['carafe', 'offset', 'all'], default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled attention)')
@@ -295,7 +295,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         os.environ['OMP_NUM_THREADS'] = str(args.threads)
-    sys.path.insert(0, ROOT)
     import jseg  # noqa: F401  (configures Jittor before it is imported)
     if args.memory_child:
         memory_child(json.loads(args.memory_child))

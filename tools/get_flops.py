@@ -8,19 +8,21 @@ convolution, matrix product and linear layer) and ``FLOPs (conv only): <z>G``
 backbone and decode head (as mmsegmentation's get_flops). Papers in this field
 usually report the conv-only figure; see jseg/utils/flops.py for what is counted.
 """
-import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Count parameters and FLOPs of a model.')
+    parser = ArgumentParser(description='Count parameters and FLOPs of a model.')
     parser.add_argument('config', help='Python config file')
     parser.add_argument('--shape', type=int, nargs='+', default=[512, 512], help='input H W (or one size)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.shape = args.shape * 2 if len(args.shape) == 1 else args.shape
+    if len(args.shape) != 2:
+        parser.error('--shape takes H W or one size')
+    return args
 
 
 def measure(cfg, height, width):
@@ -38,24 +40,18 @@ def measure(cfg, height, width):
     return count_parameters(model), counter.total, counter.conv
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    shape = args.shape * 2 if len(args.shape) == 1 else args.shape
-    if len(shape) != 2:
-        sys.stderr.write('error: --shape takes H W or one size\n')
-        return 2
-    from jseg.cli import ERRORS, load_config
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        params, total, conv = measure(cfg, *shape)
-    except ERRORS as err:
-        sys.stderr.write(f'error: {err}\n')
-        return 1
-    print(f'Input shape: (1, 3, {shape[0]}, {shape[1]})')
+def run(args):
+    from jseg.cli import load_config
+    height, width = args.shape
+    params, total, conv = measure(load_config(args.config, args.cfg_options), height, width)
+    print(f'Input shape: (1, 3, {height}, {width})')
     print(f'Params: {params / 1e6:.2f}M')
     print(f'FLOPs (all ops): {total / 1e9:.2f}G')
     print(f'FLOPs (conv only): {conv / 1e9:.2f}G')
-    return 0
+
+
+def main(argv=None):
+    return run_tool(run, parse_args(argv))
 
 
 if __name__ == '__main__':
