@@ -7,7 +7,7 @@ import numpy as np
 
 from jseg.utils.fileio import atomic_open
 
-__all__ = ['colorize', 'overlay', 'random_palette', 'save_prediction']
+__all__ = ['colorize', 'overlay', 'random_palette', 'save_prediction', 'write_image', 'write_label_map']
 
 
 def random_palette(num_classes, seed=0):
@@ -33,12 +33,18 @@ def overlay(image_bgr, label, palette, alpha=0.5):
     return cv2.addWeighted(image_bgr, 1 - alpha, color_bgr, alpha, 0)
 
 
-def _write_image(path, image, ext):
-    ok, encoded = cv2.imencode(ext, image)
+def write_image(path, image):
+    """Write an image (format from the file extension) atomically, creating its folder."""
+    ok, encoded = cv2.imencode(osp.splitext(path)[1] or '.png', image)
     if not ok:
         raise OSError(f'could not encode {path}')
     with atomic_open(path, 'wb') as f:
         f.write(encoded.tobytes())
+
+
+def write_label_map(path, labels):
+    """Write (H, W) class indices as a single-channel PNG: uint8, or uint16 beyond 255 classes."""
+    write_image(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
 
 
 def save_prediction(pred, meta, save_dir, palette=None):
@@ -53,11 +59,10 @@ def save_prediction(pred, meta, save_dir, palette=None):
     label_dir, vis_dir = osp.join(save_dir, 'labels'), osp.join(save_dir, 'overlays')
     os.makedirs(label_dir, exist_ok=True)
     os.makedirs(vis_dir, exist_ok=True)
-    _write_image(osp.join(label_dir, name + '.png'), pred.astype(np.uint8 if pred.max(initial=0) < 256
-                                                                  else np.uint16), '.png')
+    write_label_map(osp.join(label_dir, name + '.png'), pred)
     if palette is None:
         palette = random_palette(int(pred.max(initial=0)) + 1)
     image = cv2.imread(meta['img_path'], cv2.IMREAD_COLOR) if meta.get('img_path') else None
     if image is None:
         image = np.zeros(pred.shape + (3,), np.uint8)
-    _write_image(osp.join(vis_dir, name + '.jpg'), overlay(image, pred, palette), '.jpg')
+    write_image(osp.join(vis_dir, name + '.jpg'), overlay(image, pred, palette))

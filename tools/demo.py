@@ -26,7 +26,6 @@ import sys
 
 from tool_common import ArgumentParser, run_tool  # noqa: E402  (puts the checkout on sys.path)
 
-import numpy as np  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -103,23 +102,13 @@ def output_names(paths):
     return names
 
 
-def _write(path, image):
-    import cv2
-
-    from jseg.utils.fileio import atomic_write_bytes
-    ok, encoded = cv2.imencode('.png', image)
-    if not ok:
-        raise OSError(f'could not encode {path}')
-    atomic_write_bytes(path, encoded.tobytes())
-
-
 def run(args):
     import cv2
     from tqdm import tqdm
 
     from jseg.apis import inference_model, init_model
     from jseg.cli import load_config, select_device
-    from jseg.visualization import overlay, random_palette
+    from jseg.visualization import overlay, random_palette, write_image, write_label_map
     paths = expand_inputs(args.inputs)
     check_readable(paths)
     if not osp.isfile(args.checkpoint):
@@ -137,9 +126,8 @@ def run(args):
         if image is None:
             raise InputError(f'{path}: not a readable image (corrupt or truncated)')
         label = inference_model(model, image)
-        _write(osp.join(label_dir, name + '.png'), label.astype(np.uint8 if label.max(initial=0) < 256
-                                                              else np.uint16))
-        _write(osp.join(overlay_dir, name + '.png'), overlay(image, label, palette, alpha=args.opacity))
+        write_label_map(osp.join(label_dir, name + '.png'), label)
+        write_image(osp.join(overlay_dir, name + '.png'), overlay(image, label, palette, alpha=args.opacity))
     print(f'{len(paths)} image(s) segmented: overlays in {overlay_dir}, label maps in {label_dir}')
     return paths
 

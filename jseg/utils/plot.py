@@ -19,8 +19,6 @@ Pillow's bundled font (scalable from Pillow 10.1; the fixed bitmap font before).
 import functools
 import io
 import math
-import os
-import os.path as osp
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -456,8 +454,6 @@ def compose(images, columns=None, title='', pad=12, font_size=16, align='top'):
 
 def save_png(image, path):
     """Write ``image`` as PNG to ``path`` atomically (creating its folder)."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     buffer = io.BytesIO()
     image.save(buffer, format='PNG', optimize=True)
     atomic_write_bytes(path, buffer.getvalue())
