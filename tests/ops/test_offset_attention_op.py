@@ -7,7 +7,7 @@ import jseg.ops as ops
 from jseg.ops import offset_attention_kernel as oak
 from jseg.ops.offset_attention import offset_attention_reference
 from jseg.ops.offset_attention_kernel import (FusedOffsetAttention, GemmOffsetAttention, offset_attention_fused)
-from ops_test_helpers import (DEVICES, check_finite_differences, compile_with_nvcc, cuda_stub, find_nvcc,
+from ops_test_helpers import (DEVICES, check_finite_differences, assert_compiles_with_nvcc, count_calls, cuda_stub,
                               on_device, rel_err, var64)
 
 # (B, HW, C, K, B of cls_repr, channels_first): odd sizes, K not a multiple of anything, batch > 1,
@@ -129,14 +129,7 @@ def test_fused_keeps_no_position_by_class_tensor():
 
 
 def test_auto_strategy_and_public_dispatch(monkeypatch):
-    calls = []
-    execute = FusedOffsetAttention.execute
-
-    def counting(self, *args):
-        calls.append(args)
-        return execute(self, *args)
-
-    monkeypatch.setattr(FusedOffsetAttention, 'execute', counting)
+    calls = count_calls(monkeypatch, FusedOffsetAttention)
     case = CASES[1]
     d = _case_data(case)
     with ops.fused_ops(True):
@@ -160,17 +153,11 @@ def test_rejects_bad_arguments():
 
 def test_cuda_sources_compile_with_nvcc(tmp_path):
     """Compile (no GPU needed) the CUDA sources of the 'gemm' strategy with nvcc, float and double."""
-    nvcc = find_nvcc()
-    if nvcc is None:
-        pytest.skip('nvcc not found: the CUDA sources are not compiled by this test')
     sources = [oak._GEMM_CUDA_HEADER]
     for ctype in ('float', 'double'):
         sources.append(cuda_stub(f'stats_{ctype}', '', oak._STATS_CUDA_SRC, [2], [2, 2, 1, 1], ctype))
         sources.append(cuda_stub(f'grad_{ctype}', '', oak._GRAD_CUDA_SRC, [2, 2, 2, 1, 1, 1], [2, 2], ctype))
-    ok, log = compile_with_nvcc(nvcc, sources, tmp_path)
-    if not ok and ('cuda_runtime.h' in log or 'unsupported GNU version' in log):
-        pytest.skip(f'nvcc cannot compile here: {log[-300:]}')
-    assert ok, log[-3000:]
+    assert_compiles_with_nvcc(sources, tmp_path)
 
 
 def test_mac_counter_sees_the_products():
