@@ -26,6 +26,7 @@ setup(
     long_description=open(osp.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['jseg', 'jseg.*']),
+    package_data={'jseg.ops': ['csrc/*.h', 'csrc/*.cc', 'csrc/*.cu']},
     python_requires='>=3.8',
     install_requires=read_requirements(),
     extras_require={'test': ['pytest>=7']},
