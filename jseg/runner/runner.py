@@ -21,6 +21,7 @@ import json
 import os
 import os.path as osp
 import random
+import re
 import signal
 import threading
 import time
@@ -70,7 +71,7 @@ class Runner:
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         self.iteration = 0
         self.model = None
-        self.best = None  # dict(metric, value, iteration, path)
+        self.best = None  # dict(metric, value, iteration, path): path relative to work_dir
         log_file = osp.join(self.work_dir, 'logs', f'{self.timestamp}.log')
         if is_main_process():
             os.makedirs(osp.dirname(log_file), exist_ok=True)
@@ -281,7 +282,7 @@ class Runner:
         except (ValueError, KeyError) as err:
             raise CheckpointError(f'{path}: training state does not fit this config: {err}') from None
         self.iteration = int(meta['iteration'])
-        self.best = meta.get('best')
+        self.best = _best_from_meta(meta.get('best'), path)
         random.setstate(_py_rng_from_meta(meta['python_random']))
         np.random.set_state(_np_rng_from_meta(meta['numpy_random'], arrays['extra/numpy_random_keys']))
         self.logger.info(f'resumed from {path} at iteration {self.iteration}')
@@ -319,13 +320,30 @@ class Runner:
         if not key or key not in metrics or not np.isfinite(metrics[key]):
             return
         if self.best is None or metrics[key] > self.best['value']:
-            old = self.best
-            path = osp.join(self.work_dir, f'best_{key}_iter_{self.iteration}.npz')
-            self.best = dict(metric=key, value=float(metrics[key]), iteration=self.iteration, path=path)
-            if is_main_process():
-                if old and osp.isfile(old['path']):
-                    os.remove(old['path'])
-            self.save_weights(path)
+            old = self._owned_best_file(self.best)
+            name = best_checkpoint_name(key, self.iteration)
+            self.best = dict(metric=key, value=float(metrics[key]), iteration=self.iteration, path=name)
+            if is_main_process() and old is not None and osp.isfile(old):
+                os.remove(old)
+            self.save_weights(osp.join(self.work_dir, name))
+
+    def _owned_best_file(self, best):
+        """The file of the previous best checkpoint if the runner wrote it into ``work_dir``, else None.
+
+        A checkpoint's metadata only names the best file (``best_<metric>_iter_<n>.npz``, relative to
+        the work dir); a name of another form, a path, or one of an older jseg naming a file outside
+        this work dir is never removed.
+        """
+        if not best:
+            return None
+        name = best.get('path')
+        if isinstance(name, str) and osp.isabs(name) and osp.dirname(name) == self.work_dir:
+            name = osp.basename(name)  # an absolute path, as earlier checkpoints recorded it
+        if name != best_checkpoint_name(best.get('metric'), best.get('iteration')):
+            self.logger.info(f'previous best checkpoint {best.get("path")!r} is not a file of this work dir; '
+                             f'left in place')
+            return None
+        return osp.join(self.work_dir, name)
 
     def save_weights(self, path):
         if is_main_process():
@@ -448,6 +466,24 @@ class _StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def best_checkpoint_name(metric, iteration):
+    """``best_<metric>_iter_<iteration>.npz``, or None when the parts cannot form such a name."""
+    if not (isinstance(metric, str) and re.fullmatch(r'[A-Za-z0-9_.-]+', metric) and metric not in ('.', '..')
+            and isinstance(iteration, int) and not isinstance(iteration, bool) and iteration >= 0):
+        return None
+    return f'best_{metric}_iter_{iteration}.npz'
+
+
+def _best_from_meta(best, path):
+    """The ``best`` record of a checkpoint's metadata, checked (its file name is checked when used)."""
+    if best is None:
+        return None
+    if not (isinstance(best, dict) and isinstance(best.get('value'), (int, float))
+            and not isinstance(best.get('value'), bool) and isinstance(best.get('metric'), str)):
+        raise CheckpointError(f'{path}: invalid "best" record in the metadata: {best!r:.200}')
+    return dict(best, value=float(best['value']))
 
 
 def _num(value):

@@ -99,3 +99,53 @@ def test_integer_and_double_buffers_keep_their_dtype(tmp_path):
     assert load_state_dict(model, src).ok
     assert str(model.index.dtype) == 'int64' and model.index.numpy()[0] == 2 ** 40
     assert str(model.table.dtype) == 'float64' and model.table.numpy()[0] == 1 / 3
+
+
+# ---------------------------------------------------------------------------------------------
+# the best checkpoint named by a checkpoint's metadata
+
+
+def _runner_at(tmp_path, work):
+    from jseg.config import Config
+    from jseg.runner import Runner
+    cfg_file = tmp_path / 'best_cfg.py'
+    cfg_file.write_text("save_best = 'mIoU'\nmodel = dict(type='Tiny')\n")
+    runner = Runner(Config.fromfile(str(cfg_file)), work_dir=str(work))
+    runner.model = Tiny()
+    return runner
+
+
+def test_best_record_from_metadata_never_removes_a_file_outside_the_work_dir(tmp_path):
+    """Issue 11.1: a crafted (or another run's) best path in the metadata is never deleted."""
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('precious')
+    other_run = tmp_path / 'other_run'
+    other_run.mkdir()
+    other_best = other_run / 'best_mIoU_iter_2.npz'
+    other_best.write_bytes(b'another run')
+    work = tmp_path / 'work'
+    for recorded in (str(victim), str(other_best), '../victim.txt', 'best_mIoU_iter_2.npz/../../victim.txt'):
+        crafted = str(tmp_path / 'crafted.npz')
+        save_checkpoint(crafted, Tiny().state_dict(),
+                        dict(best=dict(metric='mIoU', value=0.1, iteration=2, path=recorded)))
+        runner = _runner_at(tmp_path, work)
+        runner.best = read_checkpoint(crafted)[1]['best']  # what resuming from it sets
+        runner.iteration = 4
+        runner._track_best({'mIoU': 0.5})
+        assert victim.read_text() == 'precious' and other_best.read_bytes() == b'another run', recorded
+        assert runner.best['path'] == 'best_mIoU_iter_4.npz'  # recorded relative to the work dir
+        assert (work / 'best_mIoU_iter_4.npz').is_file()
+
+
+def test_best_checkpoint_written_by_the_runner_is_replaced(tmp_path):
+    work = tmp_path / 'work'
+    runner = _runner_at(tmp_path, work)
+    runner.iteration = 2
+    runner._track_best({'mIoU': 0.2})
+    runner.iteration = 4
+    runner._track_best({'mIoU': 0.1})  # worse: kept
+    assert sorted(os.listdir(work / 'logs')) and (work / 'best_mIoU_iter_2.npz').is_file()
+    runner.iteration = 6
+    runner._track_best({'mIoU': 0.3})
+    assert not (work / 'best_mIoU_iter_2.npz').exists() and (work / 'best_mIoU_iter_6.npz').is_file()
+    assert runner.best == dict(metric='mIoU', value=0.3, iteration=6, path='best_mIoU_iter_6.npz')
