@@ -41,12 +41,14 @@ def _dataset_meta(cfg):
     return {}
 
 
-def init_model(config, checkpoint=None, cfg_options=None):
+def init_model(config, checkpoint=None, cfg_options=None, load_strict=None):
     """Build the model of ``config`` (a path or a Config), load ``checkpoint``, switch to eval.
 
     The model gets ``model.cfg`` (the config) and ``model.dataset_meta``
     (``classes`` and ``palette`` of the config's dataset). Pretrained-backbone
-    settings of the config are not applied: the checkpoint holds all weights.
+    settings of the config are not applied: the checkpoint holds all weights, and loading
+    stops with an error naming the missing ones unless ``load_strict`` (default: the
+    config's ``load_strict``, else True) is False.
     """
     from jseg.runner.checkpoint import load_checkpoint
     cfg = Config.fromfile(config, cfg_options) if isinstance(config, str) else config
@@ -55,7 +57,8 @@ def init_model(config, checkpoint=None, cfg_options=None):
     configure_fused_ops(cfg)
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        strict = cfg.get('load_strict', True) if load_strict is None else load_strict
+        load_checkpoint(model, checkpoint, require_all=bool(strict))
     model.cfg = cfg
     model.dataset_meta = _dataset_meta(cfg)
     model.eval()

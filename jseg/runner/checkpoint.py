@@ -6,21 +6,22 @@ plus ``__meta__``, a UTF-8 JSON document (iteration, scheduler state, RNG
 state, config text, ...). Neither part can carry code, unlike Jittor's pickle
 based ``jt.save``. They are written atomically (temporary file, then rename).
 
-PyTorch files (zip or legacy format) are read by :mod:`jseg.utils.torch_pickle`
-without PyTorch and without executing anything from the file.
+PyTorch files are read by :mod:`jseg.utils.torch_format` without PyTorch and
+without executing anything from the file. Both readers check every member's size
+against the file before reading it and read only the members asked for.
 """
+import io
 import json
 import os.path as osp
-import zipfile
 
-import jittor as jt
 import numpy as np
 
 from jseg.utils.fileio import atomic_open
+from jseg.utils.stored_zip import StoredZip
 from jseg.utils.logging import print_log
 
-__all__ = ['CheckpointError', 'LoadReport', 'checkpoint_state_dict', 'load_checkpoint', 'load_state_dict', 'read_checkpoint',
-           'save_checkpoint']
+__all__ = ['CheckpointError', 'LoadReport', 'PARTIAL_LOAD_HINT', 'RECOMPUTED_BUFFERS', 'checkpoint_state_dict',
+           'load_checkpoint', 'load_state_dict', 'read_checkpoint', 'save_checkpoint']
 
 FORMAT = 'jseg-checkpoint'
 FORMAT_VERSION = 1
@@ -62,13 +63,18 @@ class LoadReport:
 # ---------------------------------------------------------------------------------------------
 # reading
 
+_MAX_META_BYTES = 64 << 20
+_MAX_NPY_HEADER = 1 << 16
 
-def _is_native(zf):
-    return f'{_META}.npy' in zf.namelist()
 
-
-def read_checkpoint(filename):
+def read_checkpoint(filename, prefixes=None):
     """Read any supported checkpoint into ``(arrays, meta)``.
+
+    Args:
+        filename (str): a jseg ``.npz`` or PyTorch ``.pth`` file.
+        prefixes (tuple[str] | None): for a jseg checkpoint, read only the
+            arrays whose names start with one of these (``('model/',)`` reads
+            the weights and leaves the optimizer state unread); None: all.
 
     Returns:
         tuple[dict, dict]: for a jseg checkpoint, ``arrays`` maps every stored
@@ -76,37 +82,77 @@ def read_checkpoint(filename):
         the JSON metadata. For a PyTorch file, ``arrays`` is the unpickled
         object tree (tensors as NumPy arrays, objects of refused classes as
         markers) and ``meta`` is ``{'format': 'pytorch', 'refused_globals': [names]}``.
+
+    Raises:
+        CheckpointError: naming the file, for anything that cannot be read
+            (members are size-checked against the file before they are read;
+            compressed members are refused).
     """
     if not osp.isfile(filename):
         raise CheckpointError(f'checkpoint not found: {filename}')
     try:
-        if zipfile.is_zipfile(filename):
-            with zipfile.ZipFile(filename) as zf:
-                native = _is_native(zf)
-            if native:
-                return _read_native(filename)
-        from jseg.utils.torch_pickle import TorchPickleError, load_torch_file
+        with open(filename, 'rb') as f:
+            zipped = f.read(4) == b'PK\x03\x04'
+        if zipped:
+            with StoredZip(filename, CheckpointError) as archive:
+                if f'{_META}.npy' in archive.members:
+                    return _read_native(archive, prefixes)
+        from jseg.utils.torch_format import TorchFormatError, load_torch_file
         try:
             tree, refused = load_torch_file(filename, return_refused=True)
-        except TorchPickleError as err:
-            raise CheckpointError(f'cannot read checkpoint {filename}: {err}') from None
+        except TorchFormatError as err:
+            raise CheckpointError(str(err)) from None  # '<file>: <problem>'
         return tree, {'format': 'pytorch', 'refused_globals': refused}
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, EOFError) as err:
         raise CheckpointError(f'cannot read checkpoint {filename}: {type(err).__name__}: {err}') from None
+    except (MemoryError, RecursionError) as err:
+        raise CheckpointError(f'cannot read checkpoint {filename}: {type(err).__name__}') from None
 
 
-def _read_native(filename):
-    with np.load(filename, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k != _META}
-        meta = json.loads(bytes(data[_META]).decode('utf-8'))
-    if meta.get('format') != FORMAT:
-        raise CheckpointError(f'{filename}: not a jseg checkpoint (format {meta.get("format")!r})')
+def _read_native(archive, prefixes):
+    meta_bytes = archive.read(f'{_META}.npy', limit=_MAX_META_BYTES)
+    meta = json.loads(bytes(_npy_array(archive, f'{_META}.npy', meta_bytes)).decode('utf-8'))
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+        raise CheckpointError(f'{archive.path}: not a jseg checkpoint (format '
+                              f'{meta.get("format") if isinstance(meta, dict) else None!r})')
     if meta.get('format_version', 0) > FORMAT_VERSION:
-        raise CheckpointError(f'{filename}: written by a newer jseg (format version '
+        raise CheckpointError(f'{archive.path}: written by a newer jseg (format version '
                               f'{meta["format_version"]} > {FORMAT_VERSION})')
+    arrays = {}
+    for member in archive.names():
+        name = member[:-4]
+        if not member.endswith('.npy') or name == _META or (prefixes is not None and not name.startswith(prefixes)):
+            continue
+        arrays[name] = _npy_array(archive, member, archive.read(member))
     return arrays, meta
+
+
+def _npy_array(archive, member, buf):
+    """The array in the ``.npy`` bytes ``buf`` (no copy), its header checked against its size."""
+    try:
+        head = io.BytesIO(bytes(buf[:min(len(buf), _MAX_NPY_HEADER + 12)]))
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            raise ValueError(f'unknown .npy version {version}')
+    except Exception as err:  # noqa: BLE001 - numpy's header parser raises many kinds on bad text
+        raise CheckpointError(f'{archive.path}: {member} is not a valid .npy array ({type(err).__name__}: '
+                              f'{str(err)[:200]})') from None
+    if dtype.hasobject:
+        raise CheckpointError(f'{archive.path}: {member} holds Python objects, which are not read')
+    count = 1
+    for n in shape:
+        count *= n
+    offset = head.tell()
+    if count * dtype.itemsize != len(buf) - offset:
+        raise CheckpointError(f'{archive.path}: {member} declares shape {shape} of {dtype} '
+                              f'({count * dtype.itemsize} bytes) but holds {len(buf) - offset} bytes')
+    return np.frombuffer(buf, dtype, count, offset).reshape(shape, order='F' if fortran else 'C')
 
 
 def _select_state_dict(tree, filename):
@@ -123,11 +169,11 @@ def _select_state_dict(tree, filename):
 
 def checkpoint_state_dict(filename):
     """``(state_dict, meta)``: the model weights of any supported checkpoint as NumPy arrays."""
-    arrays, meta = read_checkpoint(filename)
+    arrays, meta = read_checkpoint(filename, prefixes=('model/',))
     if meta.get('format') == FORMAT:
         prefix = 'model/'
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, meta
-    from jseg.utils.torch_pickle import is_refused
+    from jseg.utils.torch_format import is_refused
     state = _select_state_dict(arrays, filename)
     bad = [f'{k} ({v!r})' if is_refused(v) else f'{k} ({type(v).__name__})'
            for k, v in state.items() if not isinstance(v, np.ndarray)]
@@ -142,18 +188,35 @@ def checkpoint_state_dict(filename):
 # loading into a model
 
 
-def load_state_dict(model, state_dict, strict=False, logger=None, source='state dict'):
+#: Buffers jseg's modules compute at construction from their hyper-parameters alone (attention index
+#: tables of EfficientFormerV2, FreqFusion's Hamming windows and initial sampling positions): the values a
+#: checkpoint would hold, so an evaluation load does not require them.
+RECOMPUTED_BUFFERS = ('attention_bias_idxs', 'attention_bias_idxs_seg', 'hamming_lowpass', 'hamming_highpass',
+                      'init_pos')
+PARTIAL_LOAD_HINT = 'to evaluate a partial load anyway, pass --cfg-options load_strict=False'
+
+
+def load_state_dict(model, state_dict, strict=False, require_all=False, logger=None, source='state dict'):
     """Copy ``state_dict`` (name -> array) into ``model``'s parameters and buffers.
 
     PyTorch's ``num_batches_tracked`` counters have no Jittor counterpart and
     are ignored. Every other difference is reported by name: missing keys,
     unexpected keys and shape mismatches (mismatched tensors are not loaded).
-    With ``strict=True`` any difference raises :class:`CheckpointError`.
-    Modules that cache values derived from their weights are told to drop the
-    cache (``invalidate_cache()``).
+    With ``strict=True`` any difference raises :class:`CheckpointError`; with
+    ``require_all=True`` (evaluation) a missing or mismatched model weight
+    does, except the :data:`RECOMPUTED_BUFFERS`, while unexpected keys are only
+    reported. Modules that cache values derived from their weights are told to
+    drop the cache (``invalidate_cache()``).
     """
+    import jittor as jt  # here: reading checkpoints needs only NumPy
     own = model.state_dict()
     state = {k: v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
+    lacking = sorted(k for k in own if k not in state and k.rsplit('.', 1)[-1] not in RECOMPUTED_BUFFERS)
+    lacking += sorted(k for k in own if k in state and tuple(_shape(state[k])) != tuple(own[k].shape))
+    if require_all and lacking:
+        shown = ', '.join(lacking[:20]) + (f', ... ({len(lacking) - 20} more)' if len(lacking) > 20 else '')
+        raise CheckpointError(f'{source} lacks {len(lacking)} of the model\'s {len(own)} weights (missing or of '
+                              f'another shape): {shown}; {PARTIAL_LOAD_HINT}')
     loaded, mismatched = [], []
     for name, value in state.items():
         if name not in own:
@@ -178,7 +241,7 @@ def load_state_dict(model, state_dict, strict=False, logger=None, source='state 
     return report
 
 
-def load_checkpoint(model, filename, strict=False, prefix=None, revise_keys=(), logger=None):
+def load_checkpoint(model, filename, strict=False, prefix=None, revise_keys=(), logger=None, require_all=False):
     """Load the weights of a jseg or PyTorch checkpoint into ``model``.
 
     Args:
@@ -189,6 +252,8 @@ def load_checkpoint(model, filename, strict=False, prefix=None, revise_keys=(), 
             with the prefix removed (``'backbone'`` takes a backbone out of a
             whole-segmentor checkpoint).
         revise_keys (list[tuple[str, str]]): regex substitutions applied to keys.
+        require_all (bool): raise when a model weight is missing (evaluation
+            loads; see :func:`load_state_dict`).
 
     Returns:
         tuple[LoadReport, dict]: the report and the checkpoint's metadata.
@@ -202,7 +267,7 @@ def load_checkpoint(model, filename, strict=False, prefix=None, revise_keys=(), 
             raise CheckpointError(f'{filename}: no key starts with {head!r}')
     for pattern, repl in revise_keys:
         state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-    report = load_state_dict(model, state, strict=strict, logger=logger, source=filename)
+    report = load_state_dict(model, state, strict=strict, require_all=require_all, logger=logger, source=filename)
     return report, meta
 
 
@@ -231,7 +296,9 @@ def save_checkpoint(filename, model_state, meta, optimizer_state=None, extra_arr
         np.savez(f, **arrays)
 
 
+def _shape(value):
+    return value.shape if hasattr(value, 'shape') else np.shape(value)
+
+
 def _to_numpy(value):
-    if isinstance(value, jt.Var):
-        return value.numpy()
-    return np.asarray(value)
+    return value.numpy() if hasattr(value, 'numpy') else np.asarray(value)  # a jt.Var, or array-like

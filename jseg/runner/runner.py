@@ -14,7 +14,8 @@ Runtime keys read from the config (defaults in parentheses): ``max_iters``,
 ``log_interval`` (50), ``eval_interval`` (max_iters), ``checkpoint_interval``
 (max_iters), ``max_keep_ckpts`` (-1: keep all), ``save_best`` ('mIoU'),
 ``custom_hooks`` ([]), ``load_from`` (None), ``use_fused_ops`` (True: JIT operators for CARAFE
-and the offset attention; False: their pure-Jittor compositions).
+and the offset attention; False: their pure-Jittor compositions), ``load_strict`` (True: ``val``
+and ``test`` stop when the checkpoint lacks a model weight; False: evaluate a partial load).
 """
 import collections
 import json
@@ -296,6 +297,13 @@ class Runner:
         state, _ = checkpoint_state_dict(path)
         return path, state
 
+    def _load_strict(self):
+        """Evaluation needs every model weight from the checkpoint unless ``load_strict=False``."""
+        strict = self.cfg.get('load_strict', True)
+        if not isinstance(strict, bool):
+            raise ConfigError(f'load_strict must be True or False, got {strict!r}')
+        return strict
+
     # ------------------------------------------------------------------ evaluation
 
     def build_dataloader(self, key, training):
@@ -387,7 +395,7 @@ class Runner:
         self._set_seed(self.seed)
         path, state = self._eval_weights()
         model = self.build_model()
-        load_state_dict(model, state, logger=self.logger, source=path)
+        load_state_dict(model, state, require_all=self._load_strict(), logger=self.logger, source=path)
         loader = self.build_dataloader('val_dataloader', training=False)
         metrics = self.evaluate(loader)
         self._report(metrics, loader.dataset, path, 'val')
@@ -397,7 +405,7 @@ class Runner:
         self._set_seed(self.seed)
         path, state = self._eval_weights()
         model = self.build_model()
-        load_state_dict(model, state, logger=self.logger, source=path)
+        load_state_dict(model, state, require_all=self._load_strict(), logger=self.logger, source=path)
         key = 'test_dataloader' if self.cfg.get('test_dataloader', None) else 'val_dataloader'
         loader = self.build_dataloader(key, training=False)
         save_dir = osp.abspath(self.save_dir or osp.join(self.work_dir, 'predictions'))

@@ -6,3 +6,4 @@ save_best = 'mIoU'         # keep best_mIoU_iter_*.npz from validation
 load_from = None           # weights to start from (jseg .npz or PyTorch .pth)
 custom_hooks = []
 tta_model = dict(type='SegTTAModel')
+load_strict = True         # val/test/init_model stop when the checkpoint lacks a model weight

@@ -149,3 +149,38 @@ def test_best_checkpoint_written_by_the_runner_is_replaced(tmp_path):
     runner._track_best({'mIoU': 0.3})
     assert not (work / 'best_mIoU_iter_2.npz').exists() and (work / 'best_mIoU_iter_6.npz').is_file()
     assert runner.best == dict(metric='mIoU', value=0.3, iteration=6, path='best_mIoU_iter_6.npz')
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation loads need every model weight
+
+
+def test_evaluation_load_stops_when_the_checkpoint_lacks_model_weights():
+    """Issue 11.4: a checkpoint with none (or only some) of the model's weights is an error, by name."""
+    model = Tiny()
+    foreign = {'encoder.layer.weight': np.zeros((3, 3), np.float32)}
+    with pytest.raises(CheckpointError, match=r'lacks 4 of the model\'s 4 weights.*conv\.bias, conv\.weight, '
+                                              r'head\.bias, head\.weight.*load_strict=False'):
+        load_state_dict(model, foreign, require_all=True)
+    state = {k: v.numpy() for k, v in Tiny().state_dict().items()}
+    partial = {k: v for k, v in state.items() if k != 'head.bias'}
+    with pytest.raises(CheckpointError, match=r'lacks 1 .*: head\.bias;'):
+        load_state_dict(model, partial, require_all=True)
+    wrong_shape = dict(state, **{'head.weight': np.zeros((2, 4), np.float32)})
+    with pytest.raises(CheckpointError, match=r'lacks 1 .*: head\.weight;'):
+        load_state_dict(model, wrong_shape, require_all=True)
+    report = load_state_dict(model, partial, require_all=False)  # a partial load, asked for
+    assert report.missing == ['head.bias'] and len(report.loaded) == 3
+    extra = dict(state, **{'aux_head.weight': np.zeros(2, np.float32), 'bn.num_batches_tracked': np.array(1)})
+    assert load_state_dict(model, extra, require_all=True).unexpected == ['aux_head.weight']  # reported only
+
+
+def test_recomputed_buffers_are_not_required():
+    class WithIndexTable(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.attention_bias_idxs = jt.array(np.arange(4).reshape(2, 2)).stop_grad()
+
+    state = {k: v.numpy() for k, v in Tiny().state_dict().items()}
+    report = load_state_dict(WithIndexTable(), state, require_all=True)
+    assert report.missing == ['attention_bias_idxs'] and len(report.loaded) == 4

@@ -87,6 +87,31 @@ def test_test_writes_label_maps_and_overlays(trained, data_root, tmp_path):
         assert label.max() < 7
 
 
+def test_val_and_test_refuse_a_checkpoint_without_the_model_weights(data_root, tmp_path, capsys):
+    """Issue 11.4: a wrong checkpoint stops val/test (and init_model) instead of evaluating random weights."""
+    from jseg.apis import init_model
+    from jseg.cli import load_config
+    from jseg.runner import CheckpointError, Runner, save_checkpoint
+    foreign = str(tmp_path / 'foreign.npz')
+    save_checkpoint(foreign, {'encoder.layer.weight': np.zeros(2, np.float32)}, {})
+    for task in ('val', 'test'):
+        assert run(f'--task={task}', f'--load-from={foreign}', '--work-dir', str(tmp_path / task),
+                   *options(data_root)) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f'error: {foreign} lacks ') and 'backbone.' in err[0], err
+        assert 'load_strict=False' in err[0]
+    with pytest.raises(CheckpointError, match='lacks'):
+        init_model(CONFIG, foreign)
+    model = init_model(CONFIG)
+    partial = str(tmp_path / 'partial.npz')
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith('decode_head.')}
+    save_checkpoint(partial, weights, {})
+    with pytest.raises(CheckpointError, match=r'decode_head\.'):
+        init_model(CONFIG, partial)
+    init_model(CONFIG, partial, load_strict=False)  # a partial load, asked for
+    assert Runner(load_config(CONFIG, ['load_strict=False']), work_dir=str(tmp_path / 'w'))._load_strict() is False
+
+
 def _train_state(path):
     arrays, meta = read_checkpoint(path)
     return {k: v for k, v in arrays.items() if k.startswith(('model/', 'optimizer/'))}, meta
