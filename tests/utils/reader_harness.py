@@ -20,13 +20,18 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def import_readers():
-    """``(checkpoint module, torch_format package)`` without importing Jittor."""
+def use_light_packages():
+    """Let ``jseg.runner.*`` modules import without running the package ``__init__`` files (Jittor)."""
     for name in ('jseg', 'jseg.runner'):
         if name not in sys.modules:
             module = types.ModuleType(name)
             module.__path__ = [os.path.join(ROOT, *name.split('.'))]
             sys.modules[name] = module
+
+
+def import_readers():
+    """``(jseg.runner.checkpoint, jseg.utils.torch_format)`` without importing Jittor."""
+    use_light_packages()
     import jseg.runner.checkpoint as checkpoint
     import jseg.utils.torch_format as torch_format
     return checkpoint, torch_format
@@ -55,7 +60,8 @@ def peak_rss_mb():
 
 
 def main(paths):
-    checkpoint, _ = import_readers()
+    use_light_packages()
+    import jseg.runner.checkpoint as checkpoint
     for path in paths:
         reset_peak_rss()
         baseline = peak_rss_mb()
