@@ -211,8 +211,8 @@ def load_state_dict(model, state_dict, strict=False, require_all=False, logger=N
     import jittor as jt  # here: reading checkpoints needs only NumPy
     own = model.state_dict()
     state = {k: v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
-    lacking = sorted(k for k in own if k not in state and k.rsplit('.', 1)[-1] not in RECOMPUTED_BUFFERS)
-    lacking += sorted(k for k in own if k in state and tuple(_shape(state[k])) != tuple(own[k].shape))
+    required = [k for k in own if k.rsplit('.', 1)[-1] not in RECOMPUTED_BUFFERS]
+    lacking = sorted(k for k in required if k not in state or tuple(_shape(state[k])) != tuple(own[k].shape))
     if require_all and lacking:
         shown = ', '.join(lacking[:20]) + (f', ... ({len(lacking) - 20} more)' if len(lacking) > 20 else '')
         raise CheckpointError(f'{source} lacks {len(lacking)} of the model\'s {len(own)} weights (missing or of '

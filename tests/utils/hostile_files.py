@@ -114,8 +114,8 @@ def npz_huge_declared_member(folder):
     return path, 'declares 300000128 bytes but the file holds only'
 
 
-def deep_tuple_key(folder, depth=1_000_000):
-    """A .pth whose pickle has a dict key that is a tuple nested ``depth`` deep (C recursion in hash)."""
+def deep_tuple_key(folder, depth=3_000_000):
+    """A .pth whose pickle has a dict key that is a tuple nested ``depth`` deep (C recursion in hash: SIGSEGV at 3 million levels)."""
     pkl = b'\x80\x02}' + b')' + b'\x85' * depth + b'K\x01s.'  # {((...(),),): 1}
     path = os.path.join(folder, 'deep_tuple_key.pth')
     with open(path, 'wb') as f:
