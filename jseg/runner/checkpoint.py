@@ -13,6 +13,7 @@ against the file before reading it and read only the members asked for.
 import io
 import json
 import os.path as osp
+import warnings
 
 import numpy as np
 
@@ -134,15 +135,17 @@ def _npy_array(archive, member, buf):
     try:
         head = io.BytesIO(bytes(buf[:min(len(buf), _MAX_NPY_HEADER + 12)]))
         version = np.lib.format.read_magic(head)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
-        else:
-            raise ValueError(f'unknown .npy version {version}')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # numpy warns on headers it parses as Python 2 ones
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+            else:
+                raise ValueError(f'unknown .npy version {version}')
     except Exception as err:  # noqa: BLE001 - numpy's header parser raises many kinds on bad text
         raise CheckpointError(f'{archive.path}: {member} is not a valid .npy array ({type(err).__name__}: '
-                              f'{str(err)[:200]})') from None
+                              f'{str(err)[:200]!r})') from None
     if dtype.hasobject:
         raise CheckpointError(f'{archive.path}: {member} holds Python objects, which are not read')
     count = 1

@@ -46,6 +46,8 @@ class StoredZip:
                                 f'{err}') from None
             self.members = {}
             for info in infos:
+                if not info.filename.isprintable():
+                    raise self.fail(f'archive member name {info.filename[:100]!r} has control characters')
                 if info.filename in self.members:
                     raise self.fail(f'zip archive has two members named {info.filename!r}')
                 self.members[info.filename] = info
@@ -74,6 +76,8 @@ class StoredZip:
         if info.compress_size != info.file_size:
             raise self.fail(f'archive member {info.filename}: stored size {info.compress_size} differs from '
                             f'its size {info.file_size}')
+        if not 0 <= info.header_offset <= self.file_size - _LOCAL_HEADER.size:
+            raise self.fail(f'archive member {info.filename}: header offset {info.header_offset} is outside the file')
         self._f.seek(info.header_offset)
         header = self._f.read(_LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size or header[:4] != b'PK\x03\x04':

@@ -218,6 +218,12 @@ def test_corrupt_and_foreign_archives(tmp_path):
     expect_error(write('duplicate', records + records[-1:]), 'two members named')
     expect_error(write('big_endian', [(n, b'big' if n.endswith('byteorder') else d) for n, d in records]),
                  'only little-endian')
+    expect_error(write('control_name', records + [('archive/x\ny', b'')]), 'control characters')  # found by fuzzing
+    data = bytearray(w.zip_archive(records))
+    central = data.index(b'PK\x01\x02')
+    data[central + 42:central + 46] = (0xFFFFFFF0).to_bytes(4, 'little')  # local header offset (found by fuzzing)
+    (tmp_path / 'offset.pth').write_bytes(bytes(data))
+    expect_error(tmp_path / 'offset.pth', 'outside the file')
     data = bytearray(w.zip_archive(records))
     data[data.index(sample['a'].tobytes()) + 5] ^= 0xFF
     (tmp_path / 'crc.pth').write_bytes(bytes(data))
