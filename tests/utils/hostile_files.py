@@ -123,6 +123,18 @@ def deep_tuple_key(folder, depth=3_000_000):
     return path, 'nested more than'
 
 
+def many_objects(folder, count=1 << 21):
+    """A 2 MB pickle of two million empty dicts in a list (about 150 MB of Python objects)."""
+    path = os.path.join(folder, 'many_objects.pth')
+    with open(path, 'wb') as f:
+        f.write(torch_format_writer_archive(b'\x80\x02(' + b'}' * count + b'l.'))
+    return path, 'more than 524288 opcodes'
+
+
+def torch_format_writer_archive(pickle_bytes):
+    return w.zip_archive([('archive/data.pkl', pickle_bytes), ('archive/version', b'3\n')])
+
+
 def huge_memo_index(folder):
     """A pickle writing memo slot 2**31 - 16 (the C unpickler would allocate the memo that large)."""
     path = os.path.join(folder, 'huge_memo_index.pth')
@@ -140,4 +152,4 @@ def expanded_tensor_bomb(folder):
 
 
 BUILDERS = [huge_declared_pth_member, deflated_pth_bomb, npz_compressed_bomb, npz_huge_declared_array,
-            npz_huge_declared_member, deep_tuple_key, huge_memo_index, expanded_tensor_bomb]
+            npz_huge_declared_member, deep_tuple_key, many_objects, huge_memo_index, expanded_tensor_bomb]

@@ -41,7 +41,7 @@ def hostile(tmp_path_factory):
 
 def test_every_hostile_file_ends_in_one_clean_error_with_bounded_memory(hostile):
     proc, reports = read_in_subprocess([path for path, _ in hostile])
-    assert len(hostile) == len(hostile_files.BUILDERS) == 8
+    assert len(hostile) == len(hostile_files.BUILDERS) == 9
     for path, pattern in hostile:
         assert os.path.getsize(path) < 4 << 20, path  # small on disk
         assert path in reports, f'no report for {path}: the reader crashed ({proc.returncode}) {proc.stderr[-500:]}'

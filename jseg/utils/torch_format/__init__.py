@@ -26,7 +26,7 @@ and float8 storages, tensor metadata (conjugate/negative views).
 **Bounded work.** Each archive member's declared size is checked against the
 bytes the file holds before anything is allocated (:mod:`jseg.utils.stored_zip`);
 the pickle is scanned before it is unpickled (:mod:`.pickle_scan`: protocol,
-memo, nesting depth, size); tensors total at most a fixed multiple of the
+memo, nesting depth, size, opcode count, so at most ``MAX_OPCODES`` objects); tensors total at most a fixed multiple of the
 file's storage bytes (:mod:`.tensors`). Globals outside a short allow-list
 become inert :class:`RefusedObject` markers (:mod:`.unpickler`).
 

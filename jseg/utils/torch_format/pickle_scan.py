@@ -8,6 +8,8 @@ sees a stream that
   out-of-band buffers, extension registry or protocol-4 containers;
 * refers only to memo slots already written (a forged ``LONG_BINPUT`` index
   would make the C unpickler allocate a memo of that size);
+* has at most ``MAX_OPCODES`` opcodes (so at most as many objects) in at most
+  ``MAX_PICKLE_BYTES``;
 * nests containers at most ``MAX_DEPTH`` deep. Tuples are immutable, so their
   depth is exact; hashing a tuple recurses in C without a guard, and a tuple
   key nested a million deep would crash the interpreter. Lists and dicts
@@ -18,12 +20,15 @@ sees a stream that
 """
 import pickletools
 
-__all__ = ['MAX_DEPTH', 'MAX_PICKLE_BYTES', 'scan_pickle']
+__all__ = ['MAX_DEPTH', 'MAX_OPCODES', 'MAX_PICKLE_BYTES', 'scan_pickle']
 
 #: Deepest nesting of containers accepted (torch state dicts nest about 6 deep).
 MAX_DEPTH = 100
 #: Largest pickle accepted (a state dict's pickle holds about 200 bytes per tensor).
 MAX_PICKLE_BYTES = 64 << 20
+#: Most opcodes accepted: each makes at most one object, so this bounds the objects of a tree
+#: (about 20 opcodes per tensor: 25,000 tensors, weights and optimizer state together).
+MAX_OPCODES = 1 << 19
 
 _EXTENSIONS = {'EXT1', 'EXT2', 'EXT4'}  # the copyreg extension registry: never used by torch
 _MEMO_PUT = {'PUT', 'BINPUT', 'LONG_BINPUT'}
@@ -33,12 +38,17 @@ _FILL = {'APPEND', 'APPENDS', 'SETITEM', 'SETITEMS'}
 _BUILD_TARGETS = {'collections.OrderedDict', 'refused'}
 
 
-class _Entry:
-    """What the scanner knows of a stack item: nesting depth and, for globals and calls, a kind."""
-    __slots__ = ('depth', 'kind')
+def _entry(depth, kind=None, _cache={}):  # noqa: B006 - the cache is the point
+    """What the scanner knows of a stack item: ``(nesting depth, kind)``, one shared tuple per value.
 
-    def __init__(self, depth=0, kind=None):
-        self.depth, self.kind = depth, kind
+    Entries are immutable and shared, so the scanner holds a pointer per stack item and memo
+    slot, whatever the pickle builds.
+    """
+    key = (depth, kind)
+    return _cache.setdefault(key, key)
+
+
+_VALUE = _entry(0)
 
 
 def scan_pickle(data, fail, what, allowed_globals):
@@ -52,7 +62,7 @@ def scan_pickle(data, fail, what, allowed_globals):
     """
     if len(data) > MAX_PICKLE_BYTES:
         raise fail(f'{what}: pickle of {len(data)} bytes is larger than allowed ({MAX_PICKLE_BYTES})')
-    stack, marks, memo = [], [], {}
+    stack, marks, memo = [], [], []
 
     def pop(n):
         if n > len(stack) - (marks[-1] if marks else 0):
@@ -71,6 +81,8 @@ def scan_pickle(data, fail, what, allowed_globals):
             break
         except (ValueError, EOFError) as err:  # a truncated or malformed opcode stream
             raise fail(f'{what}: corrupt or truncated pickle ({err})') from None
+        if count >= MAX_OPCODES:
+            raise fail(f'{what}: pickle has more than {MAX_OPCODES} opcodes')
         name = op.name
         if op.proto > 2 or name in _EXTENSIONS:
             raise fail(f'{what}: pickle opcode {name} (protocol {op.proto}) is not allowed')
@@ -80,10 +92,11 @@ def scan_pickle(data, fail, what, allowed_globals):
         if name in _MEMO_PUT:
             if not 0 <= arg <= count or not stack:
                 raise fail(f'{what}: pickle memo index {arg} out of range')
+            memo.extend([None] * (arg + 1 - len(memo)))
             memo[arg] = stack[-1]
             continue
         if name in _MEMO_GET:
-            if arg not in memo:
+            if not 0 <= arg < len(memo) or memo[arg] is None:
                 raise fail(f'{what}: pickle memo index {arg} was never written')
             stack.append(memo[arg])
             continue
@@ -103,7 +116,7 @@ def scan_pickle(data, fail, what, allowed_globals):
         else:
             below = pop(len(before))
         stack.extend(_results(name, arg, op, below, sliced, allowed_globals, fail, what))
-        if stack and stack[-1].depth > MAX_DEPTH:
+        if stack and stack[-1][0] > MAX_DEPTH:
             raise fail(f'{what}: containers nested more than {MAX_DEPTH} deep')
 
 
@@ -111,26 +124,25 @@ def _results(name, arg, op, below, sliced, allowed_globals, fail, what):
     """The entries opcode ``name`` leaves on the stack, given what it took off."""
     if name in _TUPLES:
         children = sliced if name in ('TUPLE', 'EMPTY_TUPLE') else below
-        return [_Entry(1 + max((c.depth for c in children), default=0))]
+        return [_entry(1 + max((c[0] for c in children), default=0))]
     if name in ('EMPTY_LIST', 'EMPTY_DICT'):
-        return [_Entry(1)]
+        return [_entry(1)]
     if name in ('LIST', 'DICT'):
-        return [_Entry(1 + max((c.depth for c in sliced), default=0))]
-    if name in _FILL:
-        container, items = below[0], below[1:] + sliced
-        container.depth = max(container.depth, 1 + max((c.depth for c in items), default=0))
-        return [container]
+        return [_entry(1 + max((c[0] for c in sliced), default=0))]
+    if name in _FILL:  # the filled container's entry (other references to it keep the old depth)
+        (depth, kind), items = below[0], below[1:] + sliced
+        return [_entry(max(depth, 1 + max((c[0] for c in items), default=0)), kind)]
     if name == 'BUILD':
         target = below[0]
-        if target.kind not in _BUILD_TARGETS:
-            raise fail(f'{what}: pickle BUILD on {target.kind or "a built-in value"} is not allowed')
+        if target[1] not in _BUILD_TARGETS:
+            raise fail(f'{what}: pickle BUILD on {target[1] or "a built-in value"} is not allowed')
         return [target]
     if name == 'GLOBAL':
         module, _, attr = arg.partition(' ')
-        return [_Entry(kind=f'global {module}.{attr}')]
+        return [_entry(0, f'global {module}.{attr}')]
     if name in ('REDUCE', 'NEWOBJ'):
-        func, args = below
-        called = (func.kind or '')[len('global '):] if (func.kind or '').startswith('global ') else None
+        (_, func), (depth, _) = below
+        called = func[len('global '):] if func and func.startswith('global ') else None
         if called is None:
             kind = 'the result of a call'
         elif called not in allowed_globals:
@@ -139,7 +151,7 @@ def _results(name, arg, op, below, sliced, allowed_globals, fail, what):
             kind = called
         else:
             kind = f'the result of {called}'
-        return [_Entry(args.depth, kind)]
+        return [_entry(depth, kind)]
     if name in ('OBJ', 'INST'):
         raise fail(f'{what}: pickle opcode {name} is not allowed')
-    return [_Entry() for _ in op.stack_after]
+    return [_VALUE] * len(op.stack_after)
