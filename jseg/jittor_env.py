@@ -58,7 +58,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ['Machine', 'Plan', 'PIECE_VARIABLES', 'configure_jittor', 'cuda_usable', 'describe_machine',
+__all__ = ['Machine', 'Plan', 'PIECE_VARIABLES', 'apply_plan', 'configure_jittor', 'cuda_usable', 'describe_machine',
            'env_flag', 'find_system_nccl', 'jittor_home', 'plan_jittor_env']
 
 _configured = False
@@ -184,7 +184,7 @@ def plan_jittor_env(machine, force_cpu=False):
 
     if machine.x86_64_linux and not _user_owns(machine, 'onednn') and not _available(machine, 'onednn'):
         plan.env['use_mkl'] = '0'
-        disabled.append(('oneDNN', 'CPU convolutions run without it, many times slower'))
+        disabled.append(('oneDNN', 'CPU convolutions run without it, tens of times slower'))
 
     cuda = machine.cuda and not force_cpu
     if not cuda:
@@ -199,7 +199,7 @@ def plan_jittor_env(machine, force_cpu=False):
                                 else '') + '.')
     if machine.cudnn_problem and cuda and 'conv_opt' in plan.env:
         plan.warnings.append(f'jseg: warning: cuDNN off ({machine.cudnn_problem}): convolutions on the GPU use '
-                             "Jittor's own kernels, several times slower. Install cuDNN 8 into the CUDA toolkit "
+                             "Jittor's own kernels instead of cuDNN's, slower. Install cuDNN 8 into the CUDA toolkit "
                              'folder or /usr/lib/x86_64-linux-gnu, or set conv_opt=0 to let Jittor try.')
     return plan
 
@@ -209,7 +209,7 @@ def _plan_cuda_pieces(machine, plan, disabled):
         plan.env['use_cutlass'] = '0'  # downloaded by Jittor 1.3.11, used by none of its operators
     if not _user_owns(machine, 'cutt') and not _available(machine, 'cutt'):
         plan.env['use_cutt'] = '0'
-        disabled.append(('cutt', "GPU tensor transposes use Jittor's generic kernels, a little slower"))
+        disabled.append(('cutt', "GPU tensor transposes use Jittor's generic kernels, slower"))
     if machine.mpi and not _user_owns(machine, 'nccl'):
         if machine.nccl is not None:
             include, library = machine.nccl
@@ -393,6 +393,16 @@ def _make_links(links):
         os.replace(tmp, link)  # atomic: concurrent imports never see a half-made link
 
 
+def apply_plan(plan, environ=None, stream=None):
+    """Carry out ``plan``: create its links, set its variables in ``environ``, write its warning lines."""
+    environ = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    _make_links(plan.links)
+    environ.update(plan.env)
+    for line in plan.warnings:
+        stream.write(line + '\n')
+
+
 def configure_jittor(force_cpu=None):
     """Set Jittor's environment variables; a no-op once Jittor is imported.
 
@@ -408,8 +418,4 @@ def configure_jittor(force_cpu=None):
     if _configured or 'jittor' in sys.modules:
         return
     _configured = True
-    plan = plan_jittor_env(describe_machine(probe_cuda=not force_cpu), force_cpu=force_cpu)
-    _make_links(plan.links)
-    os.environ.update(plan.env)
-    for line in plan.warnings:
-        sys.stderr.write(line + '\n')
+    apply_plan(plan_jittor_env(describe_machine(probe_cuda=not force_cpu), force_cpu=force_cpu))

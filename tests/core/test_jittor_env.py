@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from jseg.jittor_env import (Machine, _make_links, cuda_usable, cudnn_problem, find_system_nccl,
-                              plan_jittor_env)
+from jseg.jittor_env import (Machine, _make_links, apply_plan, cuda_usable, cudnn_problem, describe_machine,
+                              find_system_nccl, plan_jittor_env)
 
 PROBE = '''
 import json, os
@@ -45,10 +45,10 @@ def test_no_cuda_switch_forces_the_cpu():
     assert flags['use_cuda'] == 0 and flags['nvcc_path'] == ''
 
 
-@pytest.mark.skipif(not any(os.path.exists(os.path.join(d, 'libdnnl.so')) for d in
-                            ('/usr/lib/x86_64-linux-gnu', '/usr/lib', '/usr/local/lib')),
-                    reason='no system oneDNN (apt-get install libdnnl-dev)')
-def test_system_onednn_is_used():
+def test_onednn_is_loaded_from_the_pack_or_the_cache():
+    found = describe_machine(probe_cuda=False)
+    if 'onednn' not in found.cached and 'onednn' not in found.pack_archives:
+        pytest.skip('neither jittor-offline nor a oneDNN in the Jittor cache (pip install jittor-offline)')
     assert probe()['use_mkl'] == 1
 
 
@@ -250,3 +250,17 @@ def test_make_links_is_idempotent_and_replaces_stale_links(tmp_path):
     assert os.readlink(link) == str(target_a)
     _make_links({str(link): str(target_b)})
     assert os.readlink(link) == str(target_b) and sorted(os.listdir(link.parent)) == ['libnccl.so']
+
+
+def test_apply_plan_sets_links_variables_and_one_line_per_warning(tmp_path):
+    import io
+    target = _touch(tmp_path / 'nvidia/nccl/lib/libnccl.so.2')
+    plan = plan_jittor_env(Machine(cuda=True, mpi=True, jittor_home=str(tmp_path / 'home'),
+                                   nccl=(str(tmp_path / 'nvidia/nccl/include'), str(target))))
+    environ, stream = {'PATH': '/bin'}, io.StringIO()
+    apply_plan(plan, environ, stream)
+    link_dir = tmp_path / 'home/.cache/jittor/jseg_nccl_lib'
+    assert environ == {'PATH': '/bin', **plan.env} and environ['nccl_lib_path'] == str(link_dir)
+    assert os.path.realpath(link_dir / 'libnccl.so') == str(target)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('jseg: warning: oneDNN off') and 'cutt off' in lines[0]
