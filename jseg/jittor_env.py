@@ -309,7 +309,8 @@ def find_system_nccl(environ, cuda_root=None, site_packages=()):
     candidates.append(('/usr/include', ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib']))
     candidates.append(('/usr/local/include', ['/usr/local/lib64', '/usr/local/lib']))
     for site in site_packages:
-        candidates.append((os.path.join(site, 'nvidia', 'nccl', 'include'), [os.path.join(site, 'nvidia', 'nccl', 'lib')]))
+        pip_root = os.path.join(site, 'nvidia', 'nccl')
+        candidates.append((os.path.join(pip_root, 'include'), [os.path.join(pip_root, 'lib')]))
     for include, lib_dirs in candidates:
         if not os.path.isfile(os.path.join(include, 'nccl.h')):
             continue

@@ -116,7 +116,8 @@ def test_run_step_kills_a_step_past_its_timeout(tmp_path):
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import gpu_check
-sleeper = 'import subprocess, sys, time; subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); time.sleep(60)'
+sleeper = ('import subprocess, sys, time; '
+           'subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); time.sleep(60)')
 step = gpu_check.Step('slow', 'sleeps', [sys.executable, '-c', sleeper], 60)
 result = gpu_check.run_step(step, 1, sys.argv[2], dict(os.environ))
 print(json.dumps([result.status, result.seconds, result.summary, 'jittor' in sys.modules]))
