@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Install what jseg needs on a fresh Debian/Ubuntu machine, idempotently, then warm Jittor's cache.
-#   apt: libdnnl-dev (oneDNN: fast CPU convolutions without Jittor downloading its own),
-#        openmpi-bin + libopenmpi-dev (mpirun data parallel), g++ and Python headers (Jittor's JIT).
-#   pip: requirements.txt, pytest, and jseg itself in editable mode.
+#   apt: openmpi-bin + libopenmpi-dev (mpirun data parallel), g++ (Jittor's JIT compiler).
+#   pip: requirements.txt (Jittor, and jittor-offline: the oneDNN, cutt and NCCL archives Jittor would
+#        otherwise download), pytest, and jseg itself in editable mode.
 # Jittor compiles its core on the first import (5-8 minutes on 2 cores) and may ask for a rerun
 # after moving its cache, so the import is done twice here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 
-apt_packages=(libdnnl-dev openmpi-bin libopenmpi-dev g++)
+apt_packages=(openmpi-bin libopenmpi-dev g++)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -25,7 +25,7 @@ fi
 if ! "$PYTHON" - <<'PY' >/dev/null 2>&1
 import importlib.util, sys
 import numpy
-missing = [m for m in ('jittor', 'cv2', 'PIL', 'tqdm', 'yapf', 'pytest')
+missing = [m for m in ('jittor', 'jittor_offline', 'cv2', 'PIL', 'tqdm', 'yapf', 'pytest')
            if importlib.util.find_spec(m) is None]
 sys.exit(1 if missing or int(numpy.__version__.split('.')[0]) >= 2 else 0)
 PY

@@ -59,377 +59,54 @@ source and by a CPU "elementwise" variant (``impl='elementwise'``), which the
 tests run so the CUDA kernels' arithmetic is checked on CPU. The CUDA launch
 code itself is only exercised on a machine with a GPU.
 
+Sources
+-------
+``jseg/ops/csrc/``: ``carafe.h`` (the per-element functions),
+``carafe_cpu.cc`` (the blocked and elementwise CPU operators) and
+``carafe_cuda.cu`` (the CUDA kernels and their launchers). The ``jt.code``
+sources below are one call each, into those functions.
+
 Speed and memory against the pure-Jittor composition: run
 ``python tools/benchmark_ops.py`` (OffSeg-T's FreqFusion shapes).
 """
 import jittor as jt
 
+from .csrc_bundle import bundle_source
+
 __all__ = ['carafe_fused']
 
-# Element functions shared by the CUDA kernels and the CPU 'elementwise'
-# variant. KS: kernel size, SC: scale factor (compile-time constants).
-_ELEMENT_HEADER = r'''
-#ifndef JSEG_CARAFE_ELEMENT_H
-#define JSEG_CARAFE_ELEMENT_H
-#ifdef __CUDACC__
-#define JSEG_HD __host__ __device__ __forceinline__
-#else
-#define JSEG_HD inline
-#endif
-namespace jseg_carafe {
-typedef long long idx_t;
+IMPLS = ('blocked', 'elementwise')
 
-// out[b, c, Y, X]
-template <class T, int KS, int SC>
-JSEG_HD T fwd_at(const T* f, const T* m, idx_t b, idx_t c, idx_t Y, idx_t X,
-                 idx_t C, idx_t h, idx_t w, idx_t G) {
-    const int R = (KS - 1) / 2;
-    const idx_t H = h * SC, W = w * SC, g = c / (C / G);
-    const idx_t y0 = Y / SC - R, x0 = X / SC - R;
-    const T* mp = m + ((b * G + g) * KS * KS) * H * W + Y * W + X;
-    const T* fp = f + (b * C + c) * h * w;
-    T acc = T(0);
-    for (int i = 0; i < KS; i++) {
-        const idx_t sy = y0 + i;
-        if (sy < 0 || sy >= h) continue;
-        for (int j = 0; j < KS; j++) {
-            const idx_t sx = x0 + j;
-            if (sx < 0 || sx >= w) continue;
-            acc += mp[(idx_t)(i * KS + j) * H * W] * fp[sy * w + sx];
-        }
-    }
-    return acc;
-}
-
-// d loss / d f[b, c, y, x]: gather over the output pixels that read f[b, c, y, x].
-template <class T, int KS, int SC>
-JSEG_HD T dfeat_at(const T* dout, const T* m, idx_t b, idx_t c, idx_t y, idx_t x,
-                   idx_t C, idx_t h, idx_t w, idx_t G) {
-    const int R = (KS - 1) / 2;
-    const idx_t H = h * SC, W = w * SC, g = c / (C / G);
-    const T* mp = m + ((b * G + g) * KS * KS) * H * W;
-    const T* dp = dout + (b * C + c) * H * W;
-    T acc = T(0);
-    for (int i = 0; i < KS; i++) {
-        const idx_t yy = y - i + R;          // low-resolution output row whose tap i reads row y
-        if (yy < 0 || yy >= h) continue;
-        for (int j = 0; j < KS; j++) {
-            const idx_t xx = x - j + R;
-            if (xx < 0 || xx >= w) continue;
-            const T* mt = mp + (idx_t)(i * KS + j) * H * W;
-            for (int py = 0; py < SC; py++) {
-                const idx_t Y = yy * SC + py;
-                for (int px = 0; px < SC; px++) {
-                    const idx_t X = xx * SC + px;
-                    acc += mt[Y * W + X] * dp[Y * W + X];
-                }
-            }
-        }
-    }
-    return acc;
-}
-
-// d loss / d m[b, g*k*k + tap, Y, X]: sum over the channels of group g.
-template <class T, int KS, int SC>
-JSEG_HD T dmask_at(const T* dout, const T* f, idx_t b, idx_t g, int tap, idx_t Y, idx_t X,
-                   idx_t C, idx_t h, idx_t w, idx_t G) {
-    const int R = (KS - 1) / 2;
-    const idx_t H = h * SC, W = w * SC, cpg = C / G;
-    const idx_t sy = Y / SC - R + tap / KS, sx = X / SC - R + tap % KS;
-    if (sy < 0 || sy >= h || sx < 0 || sx >= w) return T(0);
-    T acc = T(0);
-    for (idx_t c = g * cpg; c < (g + 1) * cpg; c++)
-        acc += dout[((b * C + c) * H + Y) * W + X] * f[((b * C + c) * h + sy) * w + sx];
-    return acc;
-}
-}  // namespace jseg_carafe
-#endif
-'''
-
-_CPU_HEADER = _ELEMENT_HEADER + r'''
-#include <vector>
-#include <cstring>
-namespace jseg_carafe {
-// u[t] = frow[t / SC - R] for t in [0, SC*(w + 2R)), zero outside the row.
-template <class T, int KS, int SC>
-inline void expand_row(const T* __restrict__ frow, T* __restrict__ u, idx_t w) {
-    const int R = (KS - 1) / 2;
-    for (int t = 0; t < SC * R; t++) { u[t] = T(0); u[SC * (w + R) + t] = T(0); }
-    T* __restrict__ body = u + SC * R;
-    if (SC == 1) {
-        std::memcpy(body, frow, sizeof(T) * w);
-    } else {
-        for (idx_t x = 0; x < w; x++)
-            for (int p = 0; p < SC; p++) body[x * SC + p] = frow[x];
-    }
-}
-}  // namespace jseg_carafe
-'''
-
-_CUDA_HEADER = _ELEMENT_HEADER + r'''
-namespace jseg_carafe {
-template <class T, int KS, int SC>
-__global__ void fwd_kernel(const T* __restrict__ f, const T* __restrict__ m, T* __restrict__ out,
-                           idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
-    const idx_t H = h * SC, W = w * SC, total = B * C * H * W;
-    for (idx_t n = blockIdx.x * (idx_t)blockDim.x + threadIdx.x; n < total;
-         n += (idx_t)gridDim.x * blockDim.x) {
-        const idx_t X = n % W, Y = (n / W) % H, c = (n / (W * H)) % C, b = n / (W * H * C);
-        out[n] = fwd_at<T, KS, SC>(f, m, b, c, Y, X, C, h, w, G);
-    }
-}
-template <class T, int KS, int SC>
-__global__ void dfeat_kernel(const T* __restrict__ dout, const T* __restrict__ m, T* __restrict__ df,
-                             idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
-    const idx_t total = B * C * h * w;
-    for (idx_t n = blockIdx.x * (idx_t)blockDim.x + threadIdx.x; n < total;
-         n += (idx_t)gridDim.x * blockDim.x) {
-        const idx_t x = n % w, y = (n / w) % h, c = (n / (w * h)) % C, b = n / (w * h * C);
-        df[n] = dfeat_at<T, KS, SC>(dout, m, b, c, y, x, C, h, w, G);
-    }
-}
-template <class T, int KS, int SC>
-__global__ void dmask_kernel(const T* __restrict__ dout, const T* __restrict__ f, T* __restrict__ dm,
-                             idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
-    const idx_t H = h * SC, W = w * SC, total = B * G * KS * KS * H * W;
-    for (idx_t n = blockIdx.x * (idx_t)blockDim.x + threadIdx.x; n < total;
-         n += (idx_t)gridDim.x * blockDim.x) {
-        const idx_t X = n % W, Y = (n / W) % H, ch = (n / (W * H)) % (G * KS * KS), b = n / (W * H * G * KS * KS);
-        dm[n] = dmask_at<T, KS, SC>(dout, f, b, ch / (KS * KS), (int)(ch % (KS * KS)), Y, X, C, h, w, G);
-    }
-}
-inline int grid_for(long long total) {
-    long long blocks = (total + 255) / 256;
-    return (int)(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
-}
-}  // namespace jseg_carafe
-'''
-
-# Shape names shared by every source: in0 = features or dout, see each op.
-_PRELUDE = '''
-typedef in0_type T;
-constexpr int KS = {k}, SC = {s}, R = (KS - 1) / 2, KK = KS * KS;
-constexpr long long PAR_MIN_WORK = 1 << 25;   // multiply-adds (a few ms on one core) below which one thread does it all
-(void)R; (void)KK; (void)PAR_MIN_WORK;
-'''
+# The inputs of each operator: which one gives (B, C, h, w) and which one the masks' channel
+# count (G*k*k); the other arguments are (in0_p, in1_p, out0_p). See carafe_cpu.cc.
+#   forward:       in0 features (B, C, h, w), in1 masks;          out0 (B, C, H, W)
+#   grad_features: in0 dout, in1 masks, in2 features (shape only); out0 d features
+#   grad_masks:    in0 dout, in1 features, in2 masks (shape only); out0 d masks
+_OPERANDS = {'forward': (0, 1), 'grad_features': (2, 1), 'grad_masks': (1, 2)}
 
 
-def _cpu_forward_src(k, s):
-    # in0: features (B, C, h, w); in1: masks (B, G*k*k, H, W); out0: (B, C, H, W)
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in0_shape0, C = in0_shape1, h = in0_shape2, w = in0_shape3;
-const idx_t G = in1_shape1 / KK, cpg = C / G, H = h * SC, W = w * SC;
-const idx_t UW = SC * (w + 2 * R);
-const T* __restrict__ fbase = in0_p;
-const T* __restrict__ mbase = in1_p;
-T* __restrict__ obase = out0_p;
-#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
-{
-    std::vector<T> ubuf(KS * UW);
-    #pragma omp for schedule(static)
-    for (idx_t by = 0; by < B * h; by++) {
-        const idx_t b = by / h, y = by % h;
-        for (idx_t c = 0; c < C; c++) {
-            const idx_t g = c / cpg;
-            const T* frows = fbase + (b * C + c) * h * w;
-            bool valid[KS];
-            for (int i = 0; i < KS; i++) {
-                const idx_t sy = y + i - R;
-                valid[i] = sy >= 0 && sy < h;
-                if (valid[i]) expand_row<T, KS, SC>(frows + sy * w, ubuf.data() + i * UW, w);
-            }
-            for (int py = 0; py < SC; py++) {
-                const idx_t Y = y * SC + py;
-                T* __restrict__ o = obase + ((b * C + c) * H + Y) * W;
-                for (idx_t X = 0; X < W; X++) o[X] = T(0);
-                const T* mrow = mbase + ((b * G + g) * KK * H + Y) * W;
-                for (int i = 0; i < KS; i++) {
-                    if (!valid[i]) continue;
-                    for (int j = 0; j < KS; j++) {
-                        const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * H * W;
-                        const T* __restrict__ u = ubuf.data() + i * UW + j * SC;
-                        for (idx_t X = 0; X < W; X++) o[X] += mt[X] * u[X];
-                    }
-                }
-            }
-        }
-    }
-}
-'''
+def _call(function, op, k, s):
+    """The jt.code source of one operator: a call of ``jseg_carafe::<function>``."""
+    shape, masks = _OPERANDS[op]
+    dims = ', '.join(f'in{shape}_shape{d}' for d in range(4))
+    return (f'jseg_carafe::{function}<in0_type, {k}, {s}>(in0_p, in1_p, out0_p, {dims}, '
+            f'in{masks}_shape1 / {k * k});')
 
 
-def _cpu_grad_features_src(k, s):
-    # in0: dout (B, C, H, W); in1: masks (B, G*k*k, H, W); in2: features (B, C, h, w) (shape only)
-    # out0: d features (B, C, h, w)
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in2_shape0, C = in2_shape1, h = in2_shape2, w = in2_shape3;
-const idx_t G = in1_shape1 / KK, cpg = C / G, H = h * SC, W = w * SC;
-const idx_t UW = SC * (w + 2 * R);
-const T* __restrict__ dbase = in0_p;
-const T* __restrict__ mbase = in1_p;
-T* __restrict__ dfbase = out0_p;
-#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
-{
-    std::vector<T> ubuf(UW);
-    #pragma omp for schedule(static)
-    for (idx_t by = 0; by < B * h; by++) {
-        const idx_t b = by / h, y = by % h;
-        for (idx_t c = 0; c < C; c++) {
-            const idx_t g = c / cpg;
-            T* __restrict__ U = ubuf.data();
-            for (idx_t t = 0; t < UW; t++) U[t] = T(0);
-            for (int i = 0; i < KS; i++) {
-                const idx_t yy = y - i + R;
-                if (yy < 0 || yy >= h) continue;
-                for (int py = 0; py < SC; py++) {
-                    const idx_t Y = yy * SC + py;
-                    const T* __restrict__ d = dbase + ((b * C + c) * H + Y) * W;
-                    const T* mrow = mbase + ((b * G + g) * KK * H + Y) * W;
-                    for (int j = 0; j < KS; j++) {
-                        const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * H * W;
-                        T* __restrict__ u = U + j * SC;
-                        for (idx_t X = 0; X < W; X++) u[X] += mt[X] * d[X];
-                    }
-                }
-            }
-            T* __restrict__ dfr = dfbase + ((b * C + c) * h + y) * w;
-            for (idx_t x = 0; x < w; x++) {
-                T v = T(0);
-                for (int px = 0; px < SC; px++) v += U[(x + R) * SC + px];
-                dfr[x] = v;
-            }
-        }
-    }
-}
-'''
+def cpu_source(op, k, s, impl='blocked'):
+    """``cpu_src`` of operator ``op`` ('forward', 'grad_features', 'grad_masks')."""
+    return _call(f'{op}_{impl}', op, k, s)
 
 
-def _cpu_grad_masks_src(k, s):
-    # in0: dout (B, C, H, W); in1: features (B, C, h, w); in2: masks (shape only)
-    # out0: d masks (B, G*k*k, H, W)
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in1_shape0, C = in1_shape1, h = in1_shape2, w = in1_shape3;
-const idx_t G = in2_shape1 / KK, cpg = C / G, H = h * SC, W = w * SC;
-const idx_t UW = SC * (w + 2 * R);
-const T* __restrict__ dbase = in0_p;
-const T* __restrict__ fbase = in1_p;
-T* __restrict__ dmbase = out0_p;
-#pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
-{
-    std::vector<T> ubuf(KS * UW);
-    #pragma omp for schedule(static)
-    for (idx_t by = 0; by < B * h; by++) {
-        const idx_t b = by / h, y = by % h;
-        for (idx_t ch = 0; ch < G * KK; ch++)
-            for (int py = 0; py < SC; py++) {
-                T* __restrict__ r0 = dmbase + ((b * G * KK + ch) * H + y * SC + py) * W;
-                for (idx_t X = 0; X < W; X++) r0[X] = T(0);
-            }
-        for (idx_t c = 0; c < C; c++) {
-            const idx_t g = c / cpg;
-            const T* frows = fbase + (b * C + c) * h * w;
-            bool valid[KS];
-            for (int i = 0; i < KS; i++) {
-                const idx_t sy = y + i - R;
-                valid[i] = sy >= 0 && sy < h;
-                if (valid[i]) expand_row<T, KS, SC>(frows + sy * w, ubuf.data() + i * UW, w);
-            }
-            for (int py = 0; py < SC; py++) {
-                const idx_t Y = y * SC + py;
-                const T* __restrict__ d = dbase + ((b * C + c) * H + Y) * W;
-                T* dmrow = dmbase + ((b * G + g) * KK * H + Y) * W;
-                for (int i = 0; i < KS; i++) {
-                    if (!valid[i]) continue;
-                    for (int j = 0; j < KS; j++) {
-                        T* __restrict__ dm = dmrow + (idx_t)(i * KS + j) * H * W;
-                        const T* __restrict__ u = ubuf.data() + i * UW + j * SC;
-                        for (idx_t X = 0; X < W; X++) dm[X] += d[X] * u[X];
-                    }
-                }
-            }
-        }
-    }
-}
-'''
+def cuda_source(op, k, s):
+    """``cuda_src`` of operator ``op``."""
+    return _call(f'{op}_cuda', op, k, s)
 
 
-# CPU sources that call the same element functions as the CUDA kernels.
-def _cpu_elementwise_forward_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in0_shape0, C = in0_shape1, h = in0_shape2, w = in0_shape3;
-const idx_t G = in1_shape1 / KK, H = h * SC, W = w * SC, total = B * C * H * W;
-#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
-for (idx_t n = 0; n < total; n++) {
-    const idx_t X = n % W, Y = (n / W) % H, c = (n / (W * H)) % C, b = n / (W * H * C);
-    out0_p[n] = fwd_at<T, KS, SC>(in0_p, in1_p, b, c, Y, X, C, h, w, G);
-}
-'''
-
-
-def _cpu_elementwise_grad_features_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in2_shape0, C = in2_shape1, h = in2_shape2, w = in2_shape3;
-const idx_t G = in1_shape1 / KK, total = B * C * h * w;
-#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
-for (idx_t n = 0; n < total; n++) {
-    const idx_t x = n % w, y = (n / w) % h, c = (n / (w * h)) % C, b = n / (w * h * C);
-    out0_p[n] = dfeat_at<T, KS, SC>(in0_p, in1_p, b, c, y, x, C, h, w, G);
-}
-'''
-
-
-def _cpu_elementwise_grad_masks_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in1_shape0, C = in1_shape1, h = in1_shape2, w = in1_shape3;
-const idx_t G = in2_shape1 / KK, H = h * SC, W = w * SC, total = B * G * KK * H * W;
-#pragma omp parallel for schedule(static) if (total * KK > PAR_MIN_WORK)
-for (idx_t n = 0; n < total; n++) {
-    const idx_t X = n % W, Y = (n / W) % H, ch = (n / (W * H)) % (G * KK), b = n / (W * H * G * KK);
-    out0_p[n] = dmask_at<T, KS, SC>(in0_p, in1_p, b, ch / KK, (int)(ch % KK), Y, X, C, h, w, G);
-}
-'''
-
-
-def _cuda_forward_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in0_shape0, C = in0_shape1, h = in0_shape2, w = in0_shape3, G = in1_shape1 / KK;
-fwd_kernel<T, KS, SC><<<grid_for(B * C * h * SC * w * SC), 256>>>(in0_p, in1_p, out0_p, B, C, h, w, G);
-'''
-
-
-def _cuda_grad_features_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in2_shape0, C = in2_shape1, h = in2_shape2, w = in2_shape3, G = in1_shape1 / KK;
-dfeat_kernel<T, KS, SC><<<grid_for(B * C * h * w), 256>>>(in0_p, in1_p, out0_p, B, C, h, w, G);
-'''
-
-
-def _cuda_grad_masks_src(k, s):
-    return _PRELUDE.format(k=k, s=s) + r'''
-using namespace jseg_carafe;
-const idx_t B = in1_shape0, C = in1_shape1, h = in1_shape2, w = in1_shape3, G = in2_shape1 / KK;
-dmask_kernel<T, KS, SC><<<grid_for(B * G * KK * h * SC * w * SC), 256>>>(in0_p, in1_p, out0_p, B, C, h, w, G);
-'''
-
-
-_CPU_SOURCES = {
-    'blocked': (_cpu_forward_src, _cpu_grad_features_src, _cpu_grad_masks_src),
-    'elementwise': (_cpu_elementwise_forward_src, _cpu_elementwise_grad_features_src,
-                    _cpu_elementwise_grad_masks_src),
-}
-
-
-def _op(shape, dtype, inputs, cpu_src, cuda_src):
-    return jt.code(shape, dtype, inputs, cpu_header=_CPU_HEADER, cpu_src=cpu_src,
-                   cuda_header=_CUDA_HEADER, cuda_src=cuda_src)
+def _op(op, shape, dtype, inputs, k, s, impl):
+    return jt.code(shape, dtype, inputs,
+                   cpu_header=bundle_source('carafe_cpu.cc'), cpu_src=cpu_source(op, k, s, impl),
+                   cuda_header=bundle_source('carafe_cuda.cu'), cuda_src=cuda_source(op, k, s))
 
 
 class CarafeFunction(jt.Function):
@@ -446,20 +123,15 @@ class CarafeFunction(jt.Function):
         k, s = kernel_size, scale_factor
         self.features, self.masks = features, masks
         self.k, self.s, self.impl = k, s, impl
-        fwd = _CPU_SOURCES[impl][0]
-        return _op((b, c, h * s, w * s), features.dtype, [features, masks],
-                   fwd(k, s), _cuda_forward_src(k, s))
+        return _op('forward', (b, c, h * s, w * s), features.dtype, [features, masks], k, s, impl)
 
     def grad(self, dout):
         features, masks, k, s = self.features, self.masks, self.k, self.s
         if dout is None:
             return None, None
         dout = dout.cast(features.dtype)
-        _, grad_f_src, grad_m_src = _CPU_SOURCES[self.impl]
-        d_features = _op(features.shape, features.dtype, [dout, masks, features],
-                         grad_f_src(k, s), _cuda_grad_features_src(k, s))
-        d_masks = _op(masks.shape, masks.dtype, [dout, features, masks],
-                      grad_m_src(k, s), _cuda_grad_masks_src(k, s))
+        d_features = _op('grad_features', features.shape, features.dtype, [dout, masks, features], k, s, self.impl)
+        d_masks = _op('grad_masks', masks.shape, masks.dtype, [dout, features, masks], k, s, self.impl)
         return d_features, d_masks
 
 
@@ -495,7 +167,7 @@ def carafe_fused(features, masks, kernel_size, group_size, scale_factor, impl='b
     if tuple(masks.shape) != expected:
         raise ValueError(f'carafe: masks must have shape {expected} for features {tuple(features.shape)}, '
                          f'got {tuple(masks.shape)}')
-    if impl not in _CPU_SOURCES:
+    if impl not in IMPLS:
         raise ValueError(f'carafe: unknown impl {impl!r}')
     if features.dtype not in (jt.float32, jt.float64):
         features = features.float32()

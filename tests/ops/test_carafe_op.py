@@ -11,6 +11,7 @@ import jseg.ops as ops
 from jseg.ops import carafe_kernel
 from jseg.ops.carafe import carafe_reference
 from jseg.ops.carafe_kernel import CarafeFunction, carafe_fused
+from jseg.ops.csrc_bundle import bundle_source
 from ops_test_helpers import (DEVICES, check_finite_differences, assert_compiles_with_nvcc, count_calls, cuda_stub,
                               on_device, rel_err, var64)
 
@@ -155,12 +156,12 @@ def test_switch_from_config_and_environment():
 
 
 def test_cuda_sources_compile_with_nvcc(tmp_path):
-    """Compile (no GPU needed) every CUDA source of the operator with nvcc, float and double."""
-    sources = [carafe_kernel._CUDA_HEADER]
+    """Compile (no GPU needed) the CUDA source Jittor gets (csrc/carafe_cuda.cu with its headers inlined)
+    and the three cuda_src calls into it, float and double, for sm_80 and sm_90."""
+    sources = [bundle_source('carafe_cuda.cu')]
     for ctype in ('float', 'double'):
         for k, s in [(3, 1), (5, 2)]:
-            for name, make, ins in [('fwd', carafe_kernel._cuda_forward_src, [4, 4]),
-                                    ('dfeat', carafe_kernel._cuda_grad_features_src, [4, 4, 4]),
-                                    ('dmask', carafe_kernel._cuda_grad_masks_src, [4, 4, 4])]:
-                sources.append(cuda_stub(f'carafe_{name}_{ctype}_{k}_{s}', '', make(k, s), ins, [4], ctype))
+            for op, ins in [('forward', [4, 4]), ('grad_features', [4, 4, 4]), ('grad_masks', [4, 4, 4])]:
+                sources.append(cuda_stub(f'carafe_{op}_{ctype}_{k}_{s}', '', carafe_kernel.cuda_source(op, k, s),
+                                         ins, [4], ctype))
     assert_compiles_with_nvcc(sources, tmp_path)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import jseg.ops as ops
-from jseg.ops import offset_attention_kernel as oak
 from jseg.ops.offset_attention import offset_attention_reference
+from jseg.ops.csrc_bundle import bundle_source
+from jseg.ops.offset_attention_gemm import CPU_IMPLS, gemm_source, softmax_stats
 from jseg.ops.offset_attention_kernel import (FusedOffsetAttention, GemmOffsetAttention, offset_attention_fused)
 from ops_test_helpers import (DEVICES, check_finite_differences, assert_compiles_with_nvcc, count_calls, cuda_stub,
                               on_device, rel_err, var64)
@@ -104,6 +105,40 @@ def test_gradients_match_finite_differences_float64(case, strategy, device):
                                  directions=1, tol=1e-7)
 
 
+@pytest.mark.parametrize('case', [CASES[0], CASES[3], CASES[4], CASES[7]], ids=_case_id)
+def test_gemm_cuda_twin_matches_composition(case):
+    """The 'gemm' strategy with its two operators run as the CUDA kernels' CPU twins (each CUDA thread's
+    arithmetic of csrc/offset_attention_gemm.h, thread after thread) against the composition."""
+    d = _case_data(case)
+    ev, wv = jt.array(d['e']), jt.array(d['w'])
+    f_cls, f_pos = GemmOffsetAttention.apply(ev, wv, case[5], 'cuda_twin')
+    assert rel_err(f_cls.numpy(), d['f_cls']) < 1e-5
+    assert rel_err(f_pos.numpy(), d['f_pos']) < 1e-5
+    d_e, d_w = jt.grad((f_cls * jt.array(d['g_cls'])).sum() + (f_pos * jt.array(d['g_pos'])).sum(), [ev, wv])
+    assert rel_err(d_e.numpy(), d['d_e']) < 1e-5
+    assert rel_err(d_w.numpy(), d['d_w']) < 1e-5
+
+
+@pytest.mark.parametrize('impl', CPU_IMPLS)
+@pytest.mark.parametrize('k, n, scale', [(4, 3, 1.0), (7, 300, 1.0), (3, 1000, 30.0)],
+                         ids=['N3-most-lanes-empty', 'N300-uneven-lanes', 'N1000-large-logits'])
+def test_gemm_softmax_stats_match_float64(k, n, scale, impl):
+    """Both softmaxes and log-sum-exps of softmax_stats against NumPy in float64. With 'cuda_twin' this is
+    cls_softmax_kernel's block reduction (256 lane states merged by lse_merge in a tree: lanes without
+    positions, lanes with 1-4 positions, logits up to about +-100 so that each merge branch rescales)."""
+    rng = np.random.default_rng(k * n)
+    a = (scale * rng.standard_normal((k, n))).astype(np.float32)
+    p_cls, p_pos, lse_cls, lse_pos = softmax_stats(jt.array(a), impl)
+    a64 = a.astype(np.float64)
+    m_row, m_col = a64.max(1, keepdims=True), a64.max(0, keepdims=True)
+    ref_lse_cls = (m_row + np.log(np.exp(a64 - m_row).sum(1, keepdims=True)))[:, 0]
+    ref_lse_pos = (m_col + np.log(np.exp(a64 - m_col).sum(0, keepdims=True)))[0]
+    assert np.abs(lse_cls.numpy() - ref_lse_cls).max() < 1e-5 * max(1.0, np.abs(ref_lse_cls).max())
+    assert np.abs(lse_pos.numpy() - ref_lse_pos).max() < 1e-5 * max(1.0, np.abs(ref_lse_pos).max())
+    assert rel_err(p_cls.numpy(), np.exp(a64 - ref_lse_cls[:, None])) < 1e-5
+    assert rel_err(p_pos.numpy(), np.exp(a64 - ref_lse_pos[None, :])) < 1e-5
+
+
 @pytest.mark.parametrize('strategy', STRATEGIES)
 def test_float64_forward_and_large_logits(strategy):
     """Logits up to about +-60: both softmaxes stay finite and match the composition (float64)."""
@@ -152,11 +187,13 @@ def test_rejects_bad_arguments():
 
 
 def test_cuda_sources_compile_with_nvcc(tmp_path):
-    """Compile (no GPU needed) the CUDA sources of the 'gemm' strategy with nvcc, float and double."""
-    sources = [oak._GEMM_CUDA_HEADER]
+    """Compile (no GPU needed) the CUDA source of the 'gemm' strategy as Jittor gets it (headers inlined)
+    and its two cuda_src calls, float and double, for sm_80 and sm_90."""
+    sources = [bundle_source('offset_attention_gemm_cuda.cu')]
     for ctype in ('float', 'double'):
-        sources.append(cuda_stub(f'stats_{ctype}', '', oak._STATS_CUDA_SRC, [2], [2, 2, 1, 1], ctype))
-        sources.append(cuda_stub(f'grad_{ctype}', '', oak._GRAD_CUDA_SRC, [2, 2, 2, 1, 1, 1], [2, 2], ctype))
+        sources.append(cuda_stub(f'stats_{ctype}', '', gemm_source('stats', 'cuda'), [2], [2, 2, 1, 1], ctype))
+        sources.append(cuda_stub(f'grad_{ctype}', '', gemm_source('grad', 'cuda'), [2, 2, 2, 1, 1, 1], [2, 2],
+                                 ctype))
     assert_compiles_with_nvcc(sources, tmp_path)
 
 

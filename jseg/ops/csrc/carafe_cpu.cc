@@ -1,0 +1,183 @@
+// CARAFE on the CPU: the row-blocked operators (the fast path) and the 'elementwise' operators,
+// which loop over the per-element functions of carafe.h that the CUDA kernels use.
+// Called from the cpu_src of the jt.code operators in jseg/ops/carafe_kernel.py; the algorithm
+// is described there. Every function writes all of its output (Jittor does not zero outputs).
+#ifndef JSEG_CARAFE_CPU_CC
+#define JSEG_CARAFE_CPU_CC
+
+#include <cstring>
+#include <vector>
+
+#include "carafe.h"
+
+namespace jseg_carafe {
+// Multiply-adds (a few ms on one core) below which one thread does it all: a parallel region
+// can wait a whole scheduler time slice for a second core on a busy machine.
+constexpr long long PAR_MIN_WORK = 1 << 25;
+
+// u[t] = frow[t / SC - R] for t in [0, SC*(w + 2R)), zero outside the row.
+template <class T, int KS, int SC>
+inline void expand_row(const T* __restrict__ frow, T* __restrict__ u, idx_t w) {
+    const int R = (KS - 1) / 2;
+    for (int t = 0; t < SC * R; t++) { u[t] = T(0); u[SC * (w + R) + t] = T(0); }
+    T* __restrict__ body = u + SC * R;
+    if (SC == 1) {
+        std::memcpy(body, frow, sizeof(T) * w);
+    } else {
+        for (idx_t x = 0; x < w; x++)
+            for (int p = 0; p < SC; p++) body[x * SC + p] = frow[x];
+    }
+}
+
+// out (B, C, H, W) from features (B, C, h, w) and masks (B, G*KS*KS, H, W).
+template <class T, int KS, int SC>
+void forward_blocked(const T* __restrict__ fbase, const T* __restrict__ mbase, T* __restrict__ obase,
+                     idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    constexpr int R = (KS - 1) / 2, KK = KS * KS;
+    const idx_t cpg = C / G, H = h * SC, W = w * SC;
+    const idx_t UW = SC * (w + 2 * R);
+    #pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
+    {
+        std::vector<T> ubuf(KS * UW);
+        #pragma omp for schedule(static)
+        for (idx_t by = 0; by < B * h; by++) {
+            const idx_t b = by / h, y = by % h;
+            for (idx_t c = 0; c < C; c++) {
+                const idx_t g = c / cpg;
+                const T* frows = fbase + (b * C + c) * h * w;
+                bool valid[KS];
+                for (int i = 0; i < KS; i++) {
+                    const idx_t sy = y + i - R;
+                    valid[i] = sy >= 0 && sy < h;
+                    if (valid[i]) expand_row<T, KS, SC>(frows + sy * w, ubuf.data() + i * UW, w);
+                }
+                for (int py = 0; py < SC; py++) {
+                    const idx_t Y = y * SC + py;
+                    T* __restrict__ o = obase + ((b * C + c) * H + Y) * W;
+                    for (idx_t X = 0; X < W; X++) o[X] = T(0);
+                    const T* mrow = mbase + ((b * G + g) * KK * H + Y) * W;
+                    for (int i = 0; i < KS; i++) {
+                        if (!valid[i]) continue;
+                        for (int j = 0; j < KS; j++) {
+                            const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * H * W;
+                            const T* __restrict__ u = ubuf.data() + i * UW + j * SC;
+                            for (idx_t X = 0; X < W; X++) o[X] += mt[X] * u[X];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// d features (B, C, h, w) from dout (B, C, H, W) and masks (B, G*KS*KS, H, W).
+template <class T, int KS, int SC>
+void grad_features_blocked(const T* __restrict__ dbase, const T* __restrict__ mbase, T* __restrict__ dfbase,
+                           idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    constexpr int R = (KS - 1) / 2, KK = KS * KS;
+    const idx_t cpg = C / G, H = h * SC, W = w * SC;
+    const idx_t UW = SC * (w + 2 * R);
+    #pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
+    {
+        std::vector<T> ubuf(UW);
+        #pragma omp for schedule(static)
+        for (idx_t by = 0; by < B * h; by++) {
+            const idx_t b = by / h, y = by % h;
+            for (idx_t c = 0; c < C; c++) {
+                const idx_t g = c / cpg;
+                T* __restrict__ U = ubuf.data();
+                for (idx_t t = 0; t < UW; t++) U[t] = T(0);
+                for (int i = 0; i < KS; i++) {
+                    const idx_t yy = y - i + R;
+                    if (yy < 0 || yy >= h) continue;
+                    for (int py = 0; py < SC; py++) {
+                        const idx_t Y = yy * SC + py;
+                        const T* __restrict__ d = dbase + ((b * C + c) * H + Y) * W;
+                        const T* mrow = mbase + ((b * G + g) * KK * H + Y) * W;
+                        for (int j = 0; j < KS; j++) {
+                            const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * H * W;
+                            T* __restrict__ u = U + j * SC;
+                            for (idx_t X = 0; X < W; X++) u[X] += mt[X] * d[X];
+                        }
+                    }
+                }
+                T* __restrict__ dfr = dfbase + ((b * C + c) * h + y) * w;
+                for (idx_t x = 0; x < w; x++) {
+                    T v = T(0);
+                    for (int px = 0; px < SC; px++) v += U[(x + R) * SC + px];
+                    dfr[x] = v;
+                }
+            }
+        }
+    }
+}
+
+// d masks (B, G*KS*KS, H, W) from dout (B, C, H, W) and features (B, C, h, w).
+template <class T, int KS, int SC>
+void grad_masks_blocked(const T* __restrict__ dbase, const T* __restrict__ fbase, T* __restrict__ dmbase,
+                        idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    constexpr int R = (KS - 1) / 2, KK = KS * KS;
+    const idx_t cpg = C / G, H = h * SC, W = w * SC;
+    const idx_t UW = SC * (w + 2 * R);
+    #pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
+    {
+        std::vector<T> ubuf(KS * UW);
+        #pragma omp for schedule(static)
+        for (idx_t by = 0; by < B * h; by++) {
+            const idx_t b = by / h, y = by % h;
+            for (idx_t ch = 0; ch < G * KK; ch++)
+                for (int py = 0; py < SC; py++) {
+                    T* __restrict__ r0 = dmbase + ((b * G * KK + ch) * H + y * SC + py) * W;
+                    for (idx_t X = 0; X < W; X++) r0[X] = T(0);
+                }
+            for (idx_t c = 0; c < C; c++) {
+                const idx_t g = c / cpg;
+                const T* frows = fbase + (b * C + c) * h * w;
+                bool valid[KS];
+                for (int i = 0; i < KS; i++) {
+                    const idx_t sy = y + i - R;
+                    valid[i] = sy >= 0 && sy < h;
+                    if (valid[i]) expand_row<T, KS, SC>(frows + sy * w, ubuf.data() + i * UW, w);
+                }
+                for (int py = 0; py < SC; py++) {
+                    const idx_t Y = y * SC + py;
+                    const T* __restrict__ d = dbase + ((b * C + c) * H + Y) * W;
+                    T* dmrow = dmbase + ((b * G + g) * KK * H + Y) * W;
+                    for (int i = 0; i < KS; i++) {
+                        if (!valid[i]) continue;
+                        for (int j = 0; j < KS; j++) {
+                            T* __restrict__ dm = dmrow + (idx_t)(i * KS + j) * H * W;
+                            const T* __restrict__ u = ubuf.data() + i * UW + j * SC;
+                            for (idx_t X = 0; X < W; X++) dm[X] += d[X] * u[X];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The CUDA kernels' arithmetic on the CPU: one element per loop iteration (carafe.h).
+template <class T, int KS, int SC>
+void forward_elementwise(const T* f, const T* m, T* out, idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    const idx_t total = B * C * h * SC * w * SC;
+    #pragma omp parallel for schedule(static) if (total * KS * KS > PAR_MIN_WORK)
+    for (idx_t n = 0; n < total; n++) out[n] = fwd_element<T, KS, SC>(f, m, n, C, h, w, G);
+}
+
+template <class T, int KS, int SC>
+void grad_features_elementwise(const T* dout, const T* m, T* df, idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    const idx_t total = B * C * h * w;
+    #pragma omp parallel for schedule(static) if (total * KS * KS > PAR_MIN_WORK)
+    for (idx_t n = 0; n < total; n++) df[n] = dfeat_element<T, KS, SC>(dout, m, n, C, h, w, G);
+}
+
+template <class T, int KS, int SC>
+void grad_masks_elementwise(const T* dout, const T* f, T* dm, idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
+    const idx_t total = B * G * KS * KS * h * SC * w * SC;
+    #pragma omp parallel for schedule(static) if (total * KS * KS > PAR_MIN_WORK)
+    for (idx_t n = 0; n < total; n++) dm[n] = dmask_element<T, KS, SC>(dout, f, n, C, h, w, G);
+}
+}  // namespace jseg_carafe
+
+#endif  // JSEG_CARAFE_CPU_CC
