@@ -3,9 +3,10 @@ from .decode_head import BaseDecodeHead
 from .freqfusion import FreqFusion, LocalSimGuidedSampler
 from .ham_head import LightHamHead
 from .ham_head_offset_learning import LightHamHeadOffsetLearning
+from .msdeformattn_pixel_decoder import MSDeformAttnPixelDecoder
 from .offseg_head import OffSegHead
 from .segformer_head import SegformerHead
 from .segformer_head_offset_learning import SegformerHeadOffsetLearning
 
 __all__ = ['BaseDecodeHead', 'FreqFusion', 'LightHamHead', 'LightHamHeadOffsetLearning', 'LocalSimGuidedSampler',
-           'OffSegHead', 'SegformerHead', 'SegformerHeadOffsetLearning']
+           'MSDeformAttnPixelDecoder', 'OffSegHead', 'SegformerHead', 'SegformerHeadOffsetLearning']
