@@ -92,15 +92,18 @@ def cuda_stub(name, header, src, in_dims, out_dims, ctype):
     return '\n'.join([header, f'void {name}({", ".join(args)}) {{', *types, src, '}'])
 
 
-def assert_compiles_with_nvcc(sources, tmp_path):
+def assert_compiles_with_nvcc(sources, tmp_path, arch=None):
     """Compile (not link) ``sources`` (a list of strings) as one CUDA file with nvcc and assert it
-    succeeds; skip when there is no nvcc or it cannot compile for this host at all."""
+    succeeds; skip when there is no nvcc or it cannot compile for this host at all.
+    ``arch`` (e.g. ``'sm_80'``) selects the GPU architecture; nvcc's default otherwise."""
     nvcc = find_nvcc()
     if nvcc is None:
         pytest.skip('nvcc not found: the CUDA sources are not compiled by this test')
     path = tmp_path / 'ops_check.cu'
     path.write_text('#include <cuda_runtime.h>\n' + '\n'.join(sources))
-    cmd = [nvcc, '-std=c++14', '-c', str(path), '-o', str(tmp_path / 'ops_check.o')]
+    cmd = [nvcc, '-std=c++14', '-c', str(path), '-o', str(tmp_path / f'ops_check_{arch or "default"}.o')]
+    if arch:
+        cmd.append(f'-arch={arch}')
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 and ('cuda_runtime.h' in log or 'unsupported GNU version' in log):
