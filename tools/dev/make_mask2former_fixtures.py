@@ -287,6 +287,30 @@ def optimizer_multipliers(cfg, model):
                 multipliers=out)
 
 
+def print_complexity(models, torch, size=512):
+    """Parameters and mmengine's FLOP count (fvcore rules: a multiply-add counts once) of backbone + head
+    at (1, 3, size, size), for comparison with jseg's ``tools/get_flops.py`` (mmseg's get_flops refuses
+    Mask2Former). mmengine does not count MSDeformAttn's sampling (``grid_sample``)."""
+    from mmengine.analysis import get_model_complexity_info
+    from mmseg.structures import SegDataSample
+
+    class BackboneAndHead(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            meta = dict(img_shape=(size, size), pad_shape=(size, size), ori_shape=(size, size))
+            return self.model.decode_head(self.model.backbone(x), [SegDataSample(metainfo=meta)])
+
+    for variant, (_, model, _) in models.items():
+        info = get_model_complexity_info(BackboneAndHead(model), inputs=(torch.zeros(1, 3, size, size),),
+                                         show_table=False, show_arch=False)
+        params = sum(p.numel() for p in model.parameters())
+        print(f'{variant}: params {params} ({params / 1e6:.2f}M), mmengine FLOPs at {size}x{size}: '
+              f'{info["flops"] / 1e9:.2f}G')
+
+
 def write_json_gz(path, obj):
     tmp = path + '.tmp'
     with gzip.open(tmp, 'wt') as f:
@@ -299,6 +323,8 @@ def main():
     parser.add_argument('--offseg-root', default=os.environ.get('OFFSEG_ROOT'),
                         help='checkout of HVision-NKU/OffSeg (default: $OFFSEG_ROOT)')
     parser.add_argument('--out', default=os.path.join(ROOT, 'tests', 'fixtures', 'mask2former'))
+    parser.add_argument('--flops', action='store_true',
+                        help='only print parameters and mmengine FLOPs of both models at 512x512')
     args = parser.parse_args()
     if not args.offseg_root or not os.path.isdir(os.path.join(args.offseg_root, 'mmseg')):
         parser.error('--offseg-root (or $OFFSEG_ROOT) must name an OffSeg checkout')
@@ -319,6 +345,10 @@ def main():
     samples = [SegDataSample(metainfo=metas[0])]
     models = {variant: build(args.offseg_root, config, torch)
               for variant, config in (('ol', OL_CONFIG), ('base', BASE_CONFIG))}
+    if args.flops:
+        with torch.no_grad():
+            print_complexity(models, torch)
+        return
 
     def smallest_margin(feats_t):
         return min(min(record_head(Store(), '', model.decode_head, feats_t, samples, torch, F))
