@@ -173,20 +173,20 @@ def head_inputs(ref):
 
 # ---------------------------------------------------------------------------- operator
 
-@pytest.mark.parametrize('which', ['reference', 'public'])
-def test_msda_matches_mmcv(ref, which):
-    """jseg's MSDeformAttn (reference and the op the model calls) = mmcv's CPU path, incl. points
-    outside the maps, forward and the gradients of value, locations and weights."""
-    from jseg.ops import ms_deform_attn_reference, multi_scale_deformable_attn
-    fn = ms_deform_attn_reference if which == 'reference' else multi_scale_deformable_attn
+@pytest.mark.parametrize('fused', [False, True], ids=['reference', 'fused'])
+def test_msda_matches_mmcv(ref, fused):
+    """jseg's MSDeformAttn (grid_sample reference and the jt.code kernel) = mmcv's CPU path, incl.
+    points outside the maps: forward and the gradients of value, locations and weights."""
+    from jseg.ops import fused_ops, multi_scale_deformable_attn
     value, loc, weight = (jt.array(ref['msda/' + k]) for k in ('value', 'loc', 'weight'))
     shapes = tuple(tuple(int(s) for s in hw) for hw in ref['msda/spatial_shapes'])
-    out = fn(value, shapes, loc, weight)
-    grads = jt.grad((out * jt.array(ref['msda/cotangent'])).sum(), [value, loc, weight])
-    errors = {'out': summary_like(out.numpy(), ref['msda/out'])}
-    for name, g in zip(('value', 'loc', 'weight'), grads):
-        errors['grad_' + name] = summary_like(g.numpy(), ref['msda/grad_' + name])
-    print(f'\nMSDA {which}: ' + ', '.join(f'{k} {v:.2e}' for k, v in errors.items()))
+    with fused_ops(fused):
+        out = multi_scale_deformable_attn(value, shapes, loc, weight)
+        grads = jt.grad((out * jt.array(ref['msda/cotangent'])).sum(), [value, loc, weight])
+        errors = {'out': summary_like(out.numpy(), ref['msda/out'])}
+        for name, g in zip(('value', 'loc', 'weight'), grads):
+            errors['grad_' + name] = summary_like(g.numpy(), ref['msda/grad_' + name])
+    print(f'\nMSDA {"fused" if fused else "reference"}: ' + ', '.join(f'{k} {v:.2e}' for k, v in errors.items()))
     assert max(errors.values()) < MSDA_TOL, errors
 
 
