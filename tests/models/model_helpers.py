@@ -82,3 +82,19 @@ def seeded_weight(name, shape, seed=0):
     else:
         v = 0.2 * (u - 0.5)
     return v.astype(np.float32)
+
+
+def bilinear_resize_matrix(n_out, n_in):
+    """(n_out, n_in) weights of PyTorch's bilinear resize along one axis (align_corners=False).
+
+    ``M_h @ x @ M_w.T`` resizes a (n_in_h, n_in_w) map like ``F.interpolate(..., mode='bilinear')``.
+    """
+    m = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    for i in range(n_out):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        m[i, i0] += 1 - (src - i0)
+        m[i, i1] += src - i0
+    return m
