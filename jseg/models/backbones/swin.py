@@ -32,11 +32,11 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from jseg.models.utils import build_norm_layer
+from jseg.models.utils.drop import build_dropout
 from jseg.models.utils.embed import PatchEmbed, PatchMerging
+from jseg.models.utils.norm import LayerNorm, build_norm_layer
 from jseg.models.utils.official_init import load_pretrained, pretrained_init_cfg
 from jseg.models.utils.transformer import FFN
-from jseg.models.utils.drop import build_dropout
 from jseg.models.utils.weight_init import constant_init, trunc_normal_init
 from jseg.registry import MODELS
 
@@ -377,7 +377,6 @@ class SwinTransformer(nn.Module):
     def _random_init(self):
         """The official init without a checkpoint: Linear trunc-normal(0.02) with zero bias,
         LayerNorm 1 / 0, conv as PyTorch's default, relative position tables zero."""
-        from jseg.models.utils.norm import LayerNorm
         if self.use_abs_pos_embed:
             jt.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         for m in self.modules():
