@@ -167,10 +167,12 @@ class ShiftWindowMSA(nn.Module):
         self._mask_cache = {}
 
     def _mask(self, h_pad, w_pad):
+        """The shift mask of an (h_pad, w_pad) map, built once per size (a constant, not a parameter)."""
         key = (h_pad, w_pad)
         if key not in self._mask_cache:
-            self._mask_cache[key] = shift_window_mask(h_pad, w_pad, self.window_size, self.shift_size)
-        return jt.array(self._mask_cache[key]).stop_grad()
+            self._mask_cache[key] = jt.array(
+                shift_window_mask(h_pad, w_pad, self.window_size, self.shift_size)).stop_grad()
+        return self._mask_cache[key]
 
     def execute(self, query, hw_shape):
         b, n, c = query.shape
