@@ -15,7 +15,7 @@ The C++ lives in ``jseg/ops/csrc/``:
   the location and weight gradients of a sample) as ``__host__ __device__``
   inline functions, shared by both back-ends;
 * ``ms_deform_attn_cpu.h``: OpenMP kernels; forward parallel over (b, query),
-  backward parallel over (b, head) so that each task owns its slice of the
+  backward parallel over (b, head, level) so that each task owns its slice of the
   value gradient (no atomics; results independent of the thread count);
   every inner loop runs over the D contiguous channels of one pixel and head;
 * ``ms_deform_attn_cuda.cuh``: forward one thread per output element, backward
