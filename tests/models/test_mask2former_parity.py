@@ -35,7 +35,7 @@ import pytest
 from jseg.apis import init_model
 from jseg.runner import checkpoint as checkpoint_module
 
-from model_helpers import seeded_inputs, seeded_weight
+from model_helpers import bilinear_resize_matrix, seeded_inputs, seeded_weight
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(TESTS)
@@ -91,20 +91,6 @@ def normalised(img):
     return ((rgb - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
 
 
-def resize_matrix(n_out, n_in):
-    """PyTorch's bilinear interpolation weights along one axis (align_corners=False, no antialias)."""
-    m = np.zeros((n_out, n_in))
-    scale = n_in / n_out
-    for i in range(n_out):
-        src = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        lam = src - i0
-        m[i, i0] += 1 - lam
-        m[i, i1] += lam
-    return m
-
-
 @pytest.fixture(scope='module')
 def ref():
     with np.load(os.path.join(FIXTURES, 'mask2former_64x96.npz')) as data:
@@ -143,7 +129,8 @@ def loaded(ref, tmp_path_factory):
     def get(variant):
         if variant not in _MODELS:
             config = project_config(variant)
-            fresh = init_model(config).state_dict()
+            options = {'model.decode_head.train_cfg.num_points': int(ref['num_points'])}   # as the fixture
+            fresh = init_model(config, cfg_options=options).state_dict()
             int_buffers = {k: v.numpy() for k, v in fresh.items() if not str(v.dtype).startswith('float')}
             path = tmp_path_factory.mktemp('mask2former') / f'{variant}_seeded.pth'
             write_official_checkpoint(ref[f'{variant}/state_dict'], int_buffers, path)
@@ -157,7 +144,7 @@ def loaded(ref, tmp_path_factory):
 
             checkpoint_module.load_state_dict = recording
             try:
-                model = init_model(config, str(path))
+                model = init_model(config, str(path), cfg_options=options)
             finally:
                 checkpoint_module.load_state_dict = load_state_dict
             assert len(reports) == 1
@@ -267,8 +254,8 @@ def test_head_attention_masks_match_official(ref, loaded, variant):
     flips = []
     for i, logits in enumerate(mask_preds):
         h, w = LEVEL_SIZES[i % 3]
-        resized = np.einsum('yh,bqhw,xw->bqyx', resize_matrix(h, logits.shape[2]), logits.astype(np.float64),
-                            resize_matrix(w, logits.shape[3]))
+        resized = np.einsum('yh,bqhw,xw->bqyx', bilinear_resize_matrix(h, logits.shape[2]), logits.astype(np.float64),
+                            bilinear_resize_matrix(w, logits.shape[3]))
         blocked = resized[0].reshape(100, h * w) < 0
         official = np.unpackbits(ref[f'{variant}/attn{i}/blocked'])[:100 * h * w].reshape(100, h * w).astype(bool)
         flips.append(int((blocked != official).sum()))
@@ -388,7 +375,11 @@ def test_losses_match_official(ref, loaded, variant):
 
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_input_gradients_match_official(ref, loaded, variant):
-    """d(sum of the 30 losses)/d(head inputs), official random points replayed."""
+    """d(sum of the 30 losses)/d(head inputs), official random points replayed.
+
+    The reference is the official model run in float64 on the same points: its own float32 gradients of
+    the inputs that pass through the deformable encoder are off by up to 1.0e-4 of their maximum (the
+    fixture's ``grad*/float32_rel_error``), too close to TOL to judge jseg's float32 result by."""
     _, _, grads = replayed_loss(ref, loaded, variant)
     errors = [summary_error(ref, f'{variant}/grad{i}', g) for i, g in enumerate(grads)]
     print(f'\n{variant} input gradient rel. error: ' + ' '.join(f'{e:.2e}' for e in errors))
@@ -402,7 +393,11 @@ def test_optimizer_multipliers_match_mmengine(ref, loaded):
     model, _, _ = loaded('ol')
     official = ref['optimizer']
     cfg = model.cfg.optim_wrapper
-    optimizer, clip_grad = build_optimizer(model, cfg)
+    model.train()                     # Jittor's eval() stops the gradients of the parameters
+    try:
+        optimizer, clip_grad = build_optimizer(model, cfg)
+    finally:
+        model.eval()
     base_lr, base_wd = cfg.optimizer.lr, cfg.optimizer.weight_decay
     assert (base_lr, base_wd) == (official['base_lr'], official['base_weight_decay'])
     assert dict(clip_grad) == official['clip_grad']
