@@ -1,4 +1,4 @@
-"""Mask2Former's head for semantic segmentation: pixel decoder, masked-attention transformer decoder, mask classification.
+"""Mask2Former's head for semantic segmentation: pixel decoder, masked-attention decoder, mask classification.
 
 * Mask2Former: Cheng et al., "Masked-attention Mask Transformer for Universal
   Image Segmentation", CVPR 2022, arXiv:2112.01527.
@@ -38,7 +38,7 @@ from ..utils.offset_learning import _per_image_matmul
 from ..utils.transformer import FFN, MultiheadAttention, SinePositionalEncoding
 from ..utils.weight_init import normal_init
 from .mask2former_loss import Mask2FormerLoss
-from .msdeformattn_pixel_decoder import xavier_normal_matrices
+from .msdeformattn_pixel_decoder import caffe2_xavier_init, xavier_normal_matrices
 
 __all__ = ['Mask2FormerHead', 'Mask2FormerTransformerDecoder', 'Mask2FormerTransformerDecoderLayer',
            'attention_mask_from_logits', 'mask_logits']
@@ -241,7 +241,8 @@ class Mask2FormerHead(nn.Module):
             nn.Linear(feat_channels, out_channels))
         self.test_cfg = test_cfg
         self.train_cfg = train_cfg
-        # no parameters; not an attribute-level module so that it stays out of the state dict names
+        # matching and losses (mmdet keeps them on the head as loss_cls/loss_mask/loss_dice/assigner);
+        # it holds no parameters, so the state dict is the official one
         self.criterion = Mask2FormerLoss(num_classes=num_classes, loss_cls=loss_cls, loss_mask=loss_mask,
                                          loss_dice=loss_dice, train_cfg=train_cfg, ignore_index=ignore_index)
 
@@ -255,7 +256,6 @@ class Mask2FormerHead(nn.Module):
         """mmdet's init: 1x1 input projections (if any) caffe2-Xavier, the pixel decoder's own init,
         Xavier-normal on every matrix of the transformer decoder. Embeddings, ``cls_embed`` and
         ``mask_embed`` keep their construction-time init, as in the official model."""
-        from .msdeformattn_pixel_decoder import caffe2_xavier_init
         for proj in self.decoder_input_projs:
             if isinstance(proj, nn.Conv2d):
                 caffe2_xavier_init(proj, bias=0)

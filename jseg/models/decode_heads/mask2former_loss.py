@@ -184,9 +184,11 @@ class Mask2FormerLoss(nn.Module):
                 gt_points.append(point_sample(gt_masks[i].reshape(1, -1, *gt_masks[i].shape[2:]), points)[0]
                                  if gt_masks[i] is not None else None)                 # (k_i, P)
                 cls_scores.append(cls_preds[l][i].stop_grad())                          # (Q, K+1)
-        assignments = self.assigner.assign_batch(cls_scores, pred_points, [gt_labels[i] for _ in range(num_predictions)
-                                                                           for i in range(batch)], gt_points)
+        labels_per_prediction = [gt_labels[i] for _ in range(num_predictions) for i in range(batch)]
+        assignments = self.assigner.assign_batch(cls_scores, pred_points, labels_per_prediction, gt_points)
 
+        # mmdet 3.x: the sum over images of MaskPseudoSampler's avg_factor = max(matched masks, 1),
+        # reduce_mean over processes, at least 1
         num_total_masks = float(sum(max(k, 1) for k in num_gts))
         num_total_masks = float(all_reduce_sum(np.array([num_total_masks]))[0]) / get_world_size()
         num_total_masks = max(num_total_masks, 1.0)
