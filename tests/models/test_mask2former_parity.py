@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 
 import jittor as jt
 import numpy as np
@@ -170,14 +171,15 @@ def test_msda_matches_mmcv(ref, fused):
     with fused_ops(fused):
         out = multi_scale_deformable_attn(value, shapes, loc, weight)
         grads = jt.grad((out * jt.array(ref['msda/cotangent'])).sum(), [value, loc, weight])
-        errors = {'out': summary_like(out.numpy(), ref['msda/out'])}
+        errors = {'out': rel_error(out.numpy(), ref['msda/out'])}
         for name, g in zip(('value', 'loc', 'weight'), grads):
-            errors['grad_' + name] = summary_like(g.numpy(), ref['msda/grad_' + name])
+            errors['grad_' + name] = rel_error(g.numpy(), ref['msda/grad_' + name])
     print(f'\nMSDA {"fused" if fused else "reference"}: ' + ', '.join(f'{k} {v:.2e}' for k, v in errors.items()))
     assert max(errors.values()) < MSDA_TOL, errors
 
 
-def summary_like(actual, expected):
+def rel_error(actual, expected):
+    """max |actual - expected| / max |expected| over whole arrays."""
     assert actual.shape == expected.shape
     return float(np.abs(actual.astype(np.float64) - expected).max() / np.abs(expected).max())
 
@@ -200,7 +202,6 @@ def test_state_dict_layout_is_official(ref, loaded, variant):
 
 def test_index_buffers_are_official(ref, loaded):
     """Swin's relative_position_index tables as built equal the official ones bit for bit."""
-    import zlib
     _, _, fresh = loaded('ol')
     names = [str(n) for n in ref['int_buffer_names']]
     assert len(names) == 12
