@@ -87,8 +87,8 @@ def test_seg_to_instances_rejects_bad_shapes():
 
 # ---------------------------------------------------------------------------- losses vs NumPy
 
-NUM_CLASSES, QUERIES, POINTS = 3, 5, 16
-CLASS_WEIGHT = [1.0, 1.0, 1.0, 0.1]
+NUM_CLASSES, QUERIES, POINTS = 7, 5, 16
+CLASS_WEIGHT = [1.0] * NUM_CLASSES + [0.1]
 
 
 def np_point_sample(maps, points):
@@ -116,7 +116,7 @@ def np_losses(cls_preds, mask_preds, seg, draws, importance_ratio):
     draws = list(draws)
     instances = seg_to_instances(seg)
     weights = np.array(CLASS_WEIGHT)
-    n_mask = max(sum(max(len(lab), 1) for lab, _ in instances), 1)
+    n_mask = max(sum(max(min(len(lab), QUERIES), 1) for lab, _ in instances), 1)
     losses = {}
     for l, (cls, masks) in enumerate(zip(cls_preds, mask_preds)):
         cls, masks = cls.astype(np.float64), masks.astype(np.float64)
@@ -133,10 +133,16 @@ def np_losses(cls_preds, mask_preds, seg, draws, importance_ratio):
             sig = sigmoid(pred)
             cost_dice = 1 - (2 * sig @ gt.T + 1) / (sig.sum(1)[:, None] + gt.sum(1)[None] + 1)
             cost = 2 * cost_cls + 5 * cost_ce + 5 * cost_dice
-            best = min(itertools.permutations(range(QUERIES), len(gt_labels)),
-                       key=lambda rows: sum(cost[r, c] for c, r in enumerate(rows)))
-            for query in sorted(best):
-                gt_index = best.index(query)
+            k = len(gt_labels)
+            if k <= QUERIES:      # each GT gets a distinct query
+                pairs = min(([(r, c) for c, r in enumerate(rows)]
+                             for rows in itertools.permutations(range(QUERIES), k)),
+                            key=lambda p: sum(cost[r, c] for r, c in p))
+            else:                 # each query gets a distinct GT
+                pairs = min(([(r, c) for r, c in enumerate(cols)]
+                             for cols in itertools.permutations(range(k), QUERIES)),
+                            key=lambda p: sum(cost[r, c] for r, c in p))
+            for query, gt_index in sorted(pairs):
                 labels[i, query] = gt_labels[gt_index]
                 matched_preds.append(masks[i, query])
                 matched_targets.append(gt_masks[gt_index].astype(np.float64))
@@ -247,8 +253,13 @@ def test_no_ground_truth_gives_zero_mask_losses_with_gradients():
     assert all(np.all(g.numpy() == 0) for g in grads)
 
 
-def test_more_classes_than_queries_is_an_error():
-    seg = np.arange(12 * 16).reshape(1, 12, 16) % 6                 # 6 classes > 5 queries
+def test_more_classes_than_queries_matches_every_query():
+    """As mmdet: with k > Q the assignment covers every query, and Q masks are averaged over."""
+    seg = (np.arange(12 * 16).reshape(1, 12, 16) // 32) % 6          # 6 classes > 5 queries
     cls, masks = loss_case(8, seg)
-    with pytest.raises(ValueError, match='queries'):
-        build_criterion(0.75)([jt.array(c) for c in cls], [jt.array(m) for m in masks], seg)
+    criterion = build_criterion(0.75)
+    criterion.point_rand = RecordingRand(9)
+    losses = criterion([jt.array(c) for c in cls], [jt.array(m) for m in masks], seg)
+    expected = np_losses(cls, masks, seg, criterion.point_rand.draws, 0.75)
+    for key, value in expected.items():
+        np.testing.assert_allclose(float(losses[key].item()), value, rtol=1e-4, err_msg=key)

@@ -165,9 +165,8 @@ class Mask2FormerLoss(nn.Module):
         num_predictions, batch, num_queries = len(cls_preds), cls_preds[0].shape[0], cls_preds[0].shape[1]
         if len(instances) != batch:
             raise ValueError(f'{len(instances)} label maps for a batch of {batch}')
-        num_gts = [len(classes) for classes, _ in instances]
-        if max(num_gts, default=0) > num_queries:
-            raise ValueError(f'an image has {max(num_gts)} classes but the head has only {num_queries} queries')
+        # every GT is matched, unless an image has more classes than queries: then every query is
+        num_gts = [min(len(classes), num_queries) for classes, _ in instances]
         num_matched = sum(num_gts)
         matching_points, sampling_draws = self._draw(num_predictions, batch, num_matched)
 
