@@ -10,7 +10,12 @@ At OffSeg-T's real shapes for a 512x512 input:
   initial mask upsamplings and the low-resolution features);
 * the coupled attention of offset learning at 1/4 resolution,
   HW = 128x128, K = 150 (ADE20K), C = 256, batch 1 and 2, channels-first
-  as OffsetLearning calls it, for each strategy of the JIT operator.
+  as OffsetLearning calls it, for each strategy of the JIT operator;
+* multi-scale deformable attention as Mask2Former's pixel decoder calls it
+  (``--op msda``): 3 levels at 1/8, 1/16, 1/32 of 512x512 ((64,64), (32,32),
+  (16,16)), Lq = S = 5376 queries, 8 heads, 32 channels per head, 4 points,
+  batch 1 and 2; each query samples around its own pixel (offsets of about
+  2 pixels per level, a few outside the map), as the trained model does.
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -20,10 +25,10 @@ a shared machine hit both. Reported: the median wall-clock time over all
 timed calls, and the median process CPU time per call (all threads), which
 is less sensitive to other processes than wall-clock time.
 
-Memory (``--memory``, on by default for the coupled attention, ``--memory all``
-for CARAFE too): every measurement runs forward+backward once in a fresh
-process (kernels already compiled), so nothing cached by an earlier call
-hides the peak. Two numbers, inputs excluded:
+Memory (``--memory``, on by default for the coupled and the deformable
+attention, ``--memory all`` for CARAFE too): every measurement runs
+forward+backward once in a fresh process (kernels already compiled), so
+nothing cached by an earlier call hides the peak. Two numbers, inputs excluded:
 
 * ``vars``: Jittor's memory profiler (``jt.flags.profile_memory_enable``),
   the live variable memory at the moment the allocator's use peaked
@@ -39,6 +44,7 @@ Usage::
     python tools/benchmark_ops.py                       # everything
     python tools/benchmark_ops.py --op offset --batch 1 2 --repeats 10
     python tools/benchmark_ops.py --op carafe --memory none
+    python tools/benchmark_ops.py --op msda --batch 1 --repeats 3
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -55,9 +61,9 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'all'], default='all')
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'all'], default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
-                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled attention)')
+                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled and deformable attention)')
     p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
                    help='coupled-attention strategies to time')
     p.add_argument('--layout', choices=['channels_first', 'token_major'], default='channels_first',
@@ -65,8 +71,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=10, help='timed calls per round')
     p.add_argument('--rounds', type=int, default=3, help='interleaved rounds')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls first (JIT compilation)')
-    p.add_argument('--memory', choices=['offset', 'all', 'none'], default='offset',
-                   help='which cases get a memory measurement')
+    p.add_argument('--memory', choices=['default', 'offset', 'msda', 'all', 'none'], default='default',
+                   help='which cases get a memory measurement (default: offset and msda)')
     p.add_argument('--threads', type=int, default=None, help='OpenMP threads (sets OMP_NUM_THREADS)')
     p.add_argument('--json', default=None, help='also write the results to this file')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
@@ -113,6 +119,26 @@ def _offset_case(batch, layout, n=128 * 128, k=150, c=256):
                 channels_first=layout == 'channels_first', shape=f'B{batch} HW{n} K{k} C{c}')
 
 
+def _msda_case(batch, level_shapes=((64, 64), (32, 32), (16, 16)), heads=8, channels=32, points=4):
+    lq = sum(h * w for h, w in level_shapes)
+    return dict(op='msda', name='ms deform attn', batch=batch, levels=[list(s) for s in level_shapes], Lq=lq,
+                nH=heads, D=channels, P=points,
+                shape=f'B{batch} Lq{lq} nH{heads} D{channels} P{points}')
+
+
+def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
+    """Sampling locations as the pixel decoder makes them: each query's reference point (its pixel
+    centre, normalised) plus offsets of ``spread`` pixels (standard deviation) on each level, so
+    neighbouring queries read neighbouring pixels; (B, Lq, nH, L, P, 2) float32."""
+    import numpy as np
+    ref = np.concatenate([np.stack(np.meshgrid((np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h), -1).reshape(-1, 2)
+                          for h, w in levels])                                  # (Lq, 2) as (x, y)
+    sizes = np.array([[w, h] for h, w in levels], dtype=np.float64)            # (L, 2)
+    offsets = np.random.default_rng(seed).standard_normal((batch, len(ref), heads, len(levels), points, 2))
+    loc = ref[None, :, None, None, None, :] + spread * offsets / sizes[None, None, None, :, None, :]
+    return loc.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------
 # building the computations (after Jittor is imported)
 # ---------------------------------------------------------------------------
@@ -127,6 +153,13 @@ def make_inputs(case, seed=0):
         masks = jt.rand(b, g * k * k, h * s, w * s)
         grad = jt.randn(b, c, h * s, w * s)
         inputs, grads = [feats, masks], [grad]
+    elif case['op'] == 'msda':
+        lq, nh, d, npts, nl = case['Lq'], case['nH'], case['D'], case['P'], len(case['levels'])
+        value = jt.randn(b, lq, nh, d)
+        loc = jt.array(msda_locations(case['levels'], b, nh, npts))
+        attn = jt.rand(b, lq, nh, nl, npts)
+        attn = attn / attn.sum((3, 4), keepdims=True)
+        inputs, grads = [value, loc, attn], [jt.randn(b, lq, nh * d)]
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -144,6 +177,12 @@ def make_fn(case, impl):
         k, g, s = case['k'], case['G'], case['s']
         f = carafe_reference if impl == 'composition' else carafe_fused
         return lambda x, m: [f(x, m, k, g, s)]
+    if case['op'] == 'msda':
+        from jseg.ops.ms_deform_attn import ms_deform_attn_reference
+        from jseg.ops.ms_deform_attn_kernel import ms_deform_attn_fused
+        shapes = tuple(tuple(level) for level in case['levels'])
+        f = ms_deform_attn_reference if impl == 'composition' else ms_deform_attn_fused
+        return lambda v, loc, a: [f(v, shapes, loc, a)]
     from jseg.ops.offset_attention import offset_attention_reference
     from jseg.ops.offset_attention_kernel import offset_attention_fused
     cf = case['channels_first']
@@ -254,6 +293,9 @@ def run(args):
     if args.op in ('offset', 'all'):
         for b in args.batch or [1, 2]:
             cases.append((_offset_case(b, args.layout), list(args.strategy)))
+    if args.op in ('msda', 'all'):
+        for b in args.batch or [1, 2]:
+            cases.append((_msda_case(b), ['jit']))
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
@@ -270,7 +312,8 @@ def run(args):
         for backward in (False, True):
             calls = {impl: make_call(case, impl, backward, inputs, grads) for impl in ['composition'] + impls}
             timing = time_interleaved(calls, args.repeats, args.rounds, args.warmup)
-            want_memory = backward and (args.memory == 'all' or (args.memory == 'offset' and case['op'] == 'offset'))
+            measured = {'all': ('carafe', 'offset', 'msda'), 'default': ('offset', 'msda'), 'none': ()}
+            want_memory = backward and case['op'] in measured.get(args.memory, (args.memory,))
             base = timing['composition'][0]
             for impl in ['composition'] + impls:
                 wall, cpu = timing[impl]

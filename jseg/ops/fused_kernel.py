@@ -1,10 +1,11 @@
 """Switch between the JIT-compiled operators and the pure-Jittor compositions.
 
-:func:`jseg.ops.carafe` and :func:`jseg.ops.offset_attention` use the
-JIT-compiled operators (:mod:`jseg.ops.carafe_kernel`,
-:mod:`jseg.ops.offset_attention_kernel`) by default. Three ways to fall back
-to the compositions (``carafe_reference``, ``offset_attention_reference``),
-which stay the tested ground truth:
+:func:`jseg.ops.carafe`, :func:`jseg.ops.offset_attention` and
+:func:`jseg.ops.multi_scale_deformable_attn` use the JIT-compiled operators
+(:mod:`jseg.ops.carafe_kernel`, :mod:`jseg.ops.offset_attention_kernel`,
+:mod:`jseg.ops.ms_deform_attn_kernel`) by default. Three ways to fall back
+to the compositions (``carafe_reference``, ``offset_attention_reference``,
+``ms_deform_attn_reference``), which stay the tested ground truth:
 
 * environment variable, read when :mod:`jseg.ops` is imported:
   ``JSEG_FUSED_OPS=0`` (also ``false``/``off``/``no``);
@@ -14,8 +15,9 @@ which stay the tested ground truth:
   ``jseg.ops.configure_fused_ops(cfg)`` where a model is built from the
   config.
 
-The switch is process-wide: it routes the two public functions, so every
-module that calls them (FreqFusion, offset learning) follows it.
+The switch is process-wide: it routes the public functions, so every
+module that calls them (FreqFusion, offset learning, deformable attention)
+follows it.
 """
 import contextlib
 
@@ -23,6 +25,8 @@ from jseg.jittor_env import env_flag
 
 from .carafe import set_carafe_kernel
 from .carafe_kernel import carafe_fused
+from .ms_deform_attn import set_ms_deform_attn_kernel
+from .ms_deform_attn_kernel import ms_deform_attn_fused
 from .offset_attention import set_offset_attention_kernel
 from .offset_attention_kernel import offset_attention_fused
 
@@ -33,12 +37,14 @@ _enabled = None
 
 
 def use_fused_ops(enabled=True):
-    """Route ``carafe`` and ``offset_attention`` to the JIT-compiled operators
-    (``enabled=True``) or to the pure-Jittor compositions (``False``)."""
+    """Route ``carafe``, ``offset_attention`` and ``multi_scale_deformable_attn``
+    to the JIT-compiled operators (``enabled=True``) or to the pure-Jittor
+    compositions (``False``)."""
     global _enabled
     _enabled = bool(enabled)
     set_carafe_kernel(carafe_fused if _enabled else None)
     set_offset_attention_kernel(offset_attention_fused if _enabled else None)
+    set_ms_deform_attn_kernel(ms_deform_attn_fused if _enabled else None)
 
 
 def fused_ops_enabled():

@@ -11,13 +11,21 @@
 
 ``custom_keys`` follow mmengine's rule: keys are tried longest first (ties in
 alphabetical order) and the first key contained in a parameter's full name
-sets its ``lr_mult`` and ``decay_mult``. Parameters with the same multipliers
-share one group. The update rules are PyTorch's (``torch.optim.AdamW``/``SGD``),
-so results and checkpoints carry over; gradient averaging under MPI comes from
-Jittor's base optimizer.
+sets its ``lr_mult`` and ``decay_mult``. A parameter no key matches gets
+mmengine's module rules (``DefaultOptimWrapperConstructor.add_params``):
+``norm_decay_mult`` scales the decay of parameters owned directly by a
+BatchNorm/GroupNorm/LayerNorm/InstanceNorm layer; otherwise
+``bias_decay_mult`` scales that of parameters named ``bias``; ``bias_lr_mult``
+scales the lr of ``bias`` parameters outside norm layers. A matching key
+suppresses all three. Parameters with the same multipliers share one group.
+The update rules are PyTorch's (``torch.optim.AdamW``/``SGD``), so results and
+checkpoints carry over; gradient averaging under MPI comes from Jittor's base
+optimizer.
 """
 import jittor as jt
+from jittor import nn
 
+from jseg.models.utils.norm import BatchNorm2d, GroupNorm, LayerNorm
 from jseg.registry import OPTIMIZERS
 
 __all__ = ['AdamW', 'SGD', 'build_optimizer', 'param_groups']
@@ -30,8 +38,47 @@ def _match_key(name, sorted_keys):
     return None
 
 
+#: modules whose own parameters ``norm_decay_mult`` applies to
+#: (mmengine: _BatchNorm, _InstanceNorm, GroupNorm, LayerNorm)
+NORM_LAYERS = (BatchNorm2d, GroupNorm, LayerNorm, nn.BatchNorm, nn.InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+_MODULE_RULES = ('norm_decay_mult', 'bias_decay_mult', 'bias_lr_mult')
+
+
+def _owners(model):
+    """``{full parameter name: the module holding it directly}``."""
+    owners = {}
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            owners[f'{module_name}.{name}' if module_name else name] = module
+    return owners
+
+
+def _multipliers(name, owner, custom_keys, sorted_keys, rules):
+    """(lr_mult, decay_mult) of the parameter ``name`` by mmengine's rule."""
+    key = _match_key(name, sorted_keys)
+    if key is not None:
+        opts = custom_keys[key]
+        return float(opts.get('lr_mult', 1.0)), float(opts.get('decay_mult', 1.0))
+    lr_mult = decay_mult = 1.0
+    is_norm = isinstance(owner, NORM_LAYERS)
+    is_bias = name.rsplit('.', 1)[-1] == 'bias'
+    if is_bias and not is_norm and rules.get('bias_lr_mult') is not None:
+        lr_mult = float(rules['bias_lr_mult'])
+    if is_norm and rules.get('norm_decay_mult') is not None:
+        decay_mult = float(rules['norm_decay_mult'])
+    elif is_bias and rules.get('bias_decay_mult') is not None:
+        decay_mult = float(rules['bias_decay_mult'])
+    return lr_mult, decay_mult
+
+
 def param_groups(model, base_lr, base_wd, paramwise_cfg=None):
     """Group ``model``'s trainable parameters by their (lr, weight_decay).
+
+    Args:
+        paramwise_cfg (dict | None): ``custom_keys`` ({key: dict(lr_mult,
+            decay_mult)}), ``norm_decay_mult``, ``bias_decay_mult``,
+            ``bias_lr_mult`` (see the module docstring).
 
     Returns:
         list[dict]: ``{'params', 'names', 'lr', 'initial_lr', 'weight_decay',
@@ -39,22 +86,21 @@ def param_groups(model, base_lr, base_wd, paramwise_cfg=None):
     """
     paramwise_cfg = dict(paramwise_cfg or {})
     custom_keys = dict(paramwise_cfg.pop('custom_keys', {}) or {})
+    rules = {k: paramwise_cfg.pop(k) for k in _MODULE_RULES if k in paramwise_cfg}
     if paramwise_cfg:
         raise ValueError(f'paramwise_cfg options not supported: {sorted(paramwise_cfg)} '
-                         f'(jseg supports custom_keys with lr_mult/decay_mult)')
+                         f'(jseg supports custom_keys with lr_mult/decay_mult, {", ".join(_MODULE_RULES)})')
     for key, opts in custom_keys.items():
         unknown = set(opts) - {'lr_mult', 'decay_mult'}
         if unknown:
             raise ValueError(f'paramwise_cfg.custom_keys[{key!r}]: unknown options {sorted(unknown)}')
     sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
+    owners = _owners(model) if rules else {}
     groups = {}
     for name, param in model.named_parameters():
         if param.is_stop_grad():
             continue
-        key = _match_key(name, sorted_keys)
-        opts = custom_keys.get(key, {}) if key else {}
-        lr_mult = float(opts.get('lr_mult', 1.0))
-        decay_mult = float(opts.get('decay_mult', 1.0))
+        lr_mult, decay_mult = _multipliers(name, owners.get(name), custom_keys, sorted_keys, rules)
         group = groups.setdefault((lr_mult, decay_mult), dict(
             params=[], names=[], lr=base_lr * lr_mult, initial_lr=base_lr * lr_mult,
             weight_decay=base_wd * decay_mult, lr_mult=lr_mult, decay_mult=decay_mult))

@@ -7,6 +7,7 @@ from jseg.datasets.transforms import (Compose, LoadAnnotations, LoadImageFromFil
                                       Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, RandomResize, Resize,
                                       ResizeToMultiple)
 from jseg.datasets.transforms import TestTimeAug as TTA
+from jseg.datasets.transforms import RandomChoiceResize, ResizeShortestEdge
 from jseg.registry import TRANSFORMS
 
 from data_helpers import write_image, write_label
@@ -384,3 +385,80 @@ def test_photometric_matches_mmseg_float_formulas():
     for seed in range(60):
         out = PhotoMetricDistortion()(results_for(img.copy(), rng=np.random.RandomState(seed)))['img']
         np.testing.assert_array_equal(out, reference(img.copy(), np.random.RandomState(seed)))
+
+
+# ------------------------------------------------------------- ResizeShortestEdge / RandomChoiceResize
+
+def shortest_edge_target(h, w, short, max_size):
+    """mmseg's ResizeShortestEdge target (w, h): short edge to ``short``, long edge capped, rounded half up."""
+    factor = short / min(h, w)
+    new_h, new_w = (short, factor * w) if h < w else (factor * h, short)
+    if max(new_h, new_w) > max_size:
+        cap = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * cap, new_w * cap
+    return int(new_w + 0.5), int(new_h + 0.5)
+
+
+@pytest.mark.parametrize('h, w, short, max_size, target, expected', [
+    (375, 500, 512, 2048, (683, 512), (512, 683)),    # 500 * 512 / 375 = 682.67 -> 683; re-rounding keeps it
+    (500, 375, 512, 2048, (512, 683), (683, 512)),    # portrait
+    (30, 100, 102, 204, (204, 61), (61, 203)),        # cap: 61.2 x 204 -> (204, 61); keep-ratio factor
+                                                      # min(204/100, 61/30) = 2.0333 gives 100 * 2.0333 = 203.3 -> 203
+    (300, 1000, 1024, 2048, (2048, 614), (614, 2047)),  # the same at ADE's max_size: 614.4 -> 614, then 2046.7 -> 2047
+    (512, 512, 256, 2048, (256, 256), (256, 256)),    # square, downscaled
+])
+def test_resize_shortest_edge_follows_mmseg_rounding(h, w, short, max_size, target, expected):
+    assert shortest_edge_target(h, w, short, max_size) == target          # the rule, checked by hand above
+    assert mmcv_keep_ratio_size(h, w, target) == expected                 # then mmcv's keep-ratio resize
+    seg = (np.arange(h * w) % 5).reshape(h, w).astype(np.uint8)
+    t = TRANSFORMS.build(dict(type='ResizeShortestEdge', scale=short, max_size=max_size))
+    assert t.target_size(h, w) == target
+    out = t(results_for(np.zeros((h, w, 3), np.uint8), seg))
+    assert out['img'].shape == expected + (3,) and out['gt_seg_map'].shape == expected
+    assert out['img_shape'] == expected and out['scale'] == target and out['keep_ratio'] is True
+    assert out['scale_factor'] == pytest.approx((expected[1] / w, expected[0] / h))
+    assert set(np.unique(out['gt_seg_map'])) <= set(range(5))
+
+
+def test_resize_shortest_edge_tuple_scale_uses_its_minimum_and_checks_arguments():
+    img = np.zeros((375, 500, 3), np.uint8)
+    out = ResizeShortestEdge(scale=(640, 512), max_size=2048)(results_for(img))
+    assert out['img'].shape[:2] == (512, 683)
+    with pytest.raises(ValueError, match='scale must be'):
+        ResizeShortestEdge(scale=0, max_size=2048)
+    with pytest.raises(ValueError, match='max_size'):
+        ResizeShortestEdge(scale=512, max_size=None)
+
+
+M2F_SCALES = [256, 307, 358, 409, 460, 512, 563, 614, 665, 716, 768, 819, 870, 921, 972, 1024]
+
+
+def test_random_choice_resize_shortest_edge_as_mask2former(scripted_rng):
+    t = TRANSFORMS.build(dict(type='RandomChoiceResize', scales=M2F_SCALES, resize_type='ResizeShortestEdge',
+                              max_size=2048))
+    rng = scripted_rng(randint=[3])
+    out = t(results_for(np.zeros((375, 500, 3), np.uint8), rng=rng))
+    assert rng.calls == [('randint', (16,))]                             # one uniform index draw
+    assert out['scale_idx'] == 3
+    expected = mmcv_keep_ratio_size(375, 500, shortest_edge_target(375, 500, 409, 2048))
+    assert out['img'].shape[:2] == expected == (409, 545)
+
+
+def test_random_choice_resize_reaches_every_scale():
+    t = RandomChoiceResize(scales=[256, 512, 1024], resize_type='ResizeShortestEdge', max_size=2048)
+    seen = set()
+    for seed in range(30):
+        out = t(results_for(np.zeros((40, 60, 3), np.uint8), rng=np.random.RandomState(seed)))
+        seen.add((out['scale_idx'], out['img'].shape[0]))
+    assert seen == {(0, 256), (1, 512), (2, 1024)}
+
+
+def test_random_choice_resize_with_plain_resize(scripted_rng):
+    t = RandomChoiceResize(scales=[(2048, 512), (2048, 256)], keep_ratio=True)
+    out = t(results_for(np.zeros((375, 500, 3), np.uint8), rng=scripted_rng(randint=[1])))
+    assert out['scale'] == (2048, 256) and out['img'].shape[:2] == mmcv_keep_ratio_size(375, 500, (2048, 256))
+    t = RandomChoiceResize(scales=16, keep_ratio=False)                  # an int scale s means (s, s)
+    out = t(results_for(np.zeros((10, 20, 3), np.uint8)))
+    assert out['img'].shape[:2] == (16, 16) and out['scale_idx'] == 0
+    with pytest.raises(ValueError, match='scales'):
+        RandomChoiceResize(scales=[], resize_type='ResizeShortestEdge', max_size=2048)

@@ -8,11 +8,12 @@ Random transforms draw from ``results['rng']`` when present (see
 """
 from .compose import Compose
 from .formatting import PackSegInputs, to_python
-from .geometric import Pad, RandomCrop, RandomFlip, RandomResize, Resize, ResizeToMultiple
+from .geometric import (Pad, RandomChoiceResize, RandomCrop, RandomFlip, RandomResize, Resize, ResizeShortestEdge,
+                        ResizeToMultiple)
 from .loading import LoadAnnotations, LoadImageFromFile
 from .photometric import Normalize, PhotoMetricDistortion
 from .test_time_aug import TestTimeAug
 
 __all__ = ['Compose', 'LoadAnnotations', 'LoadImageFromFile', 'Normalize', 'PackSegInputs', 'Pad',
-           'PhotoMetricDistortion', 'RandomCrop', 'RandomFlip', 'RandomResize', 'Resize',
-           'ResizeToMultiple', 'TestTimeAug', 'to_python']
+           'PhotoMetricDistortion', 'RandomChoiceResize', 'RandomCrop', 'RandomFlip', 'RandomResize', 'Resize',
+           'ResizeShortestEdge', 'ResizeToMultiple', 'TestTimeAug', 'to_python']

@@ -11,7 +11,8 @@ from jseg.registry import TRANSFORMS
 
 from .functional import get_rng, imflip, impad, imrescale, imresize, scale_size
 
-__all__ = ['Resize', 'RandomResize', 'RandomCrop', 'RandomFlip', 'Pad', 'ResizeToMultiple']
+__all__ = ['Resize', 'RandomResize', 'RandomChoiceResize', 'ResizeShortestEdge', 'RandomCrop', 'RandomFlip', 'Pad',
+           'ResizeToMultiple']
 
 
 def _seg_keys(results):
@@ -144,6 +145,96 @@ class RandomResize:
 def _is_int_pair(value):
     return (isinstance(value, (tuple, list)) and len(value) == 2
             and all(isinstance(v, numbers.Integral) for v in value))
+
+
+@TRANSFORMS.register_module()
+class ResizeShortestEdge:
+    """Resize so that the short edge is ``scale``, unless the long edge would pass ``max_size`` (mmseg).
+
+    The target is computed in floats (``size / short edge``, then capped by
+    ``max_size / long edge``) and rounded half up to ``(new_w, new_h)``; the
+    image is then resized as ``Resize(scale=(new_w, new_h), keep_ratio=True)``,
+    which recomputes the factor as ``min(max(new) / long, min(new) / short)``
+    and rounds each side again, so a side can end one pixel off the first
+    rounding (e.g. 30x100 with scale 102, max_size 204: target (204, 61),
+    result 61x203).
+
+    Args:
+        scale (int | tuple[int, ...]): short-edge length (a tuple: its minimum).
+        max_size (int): the longest allowed edge.
+        interpolation (str): for the image; label maps use nearest.
+    """
+
+    def __init__(self, scale, max_size, interpolation='bilinear'):
+        self.scale = scale
+        self.max_size = max_size
+        self._short_edge()
+        if not isinstance(max_size, numbers.Number) or max_size <= 0:
+            raise ValueError(f'ResizeShortestEdge: max_size must be a positive number, got {max_size!r}')
+        self.resize = Resize(scale=(1, 1), keep_ratio=True, interpolation=interpolation)
+
+    def _short_edge(self):
+        scale = min(self.scale) if isinstance(self.scale, (tuple, list)) and self.scale else self.scale
+        if not isinstance(scale, numbers.Number) or scale <= 0:
+            raise ValueError(f'ResizeShortestEdge: scale must be a positive int or a tuple of them, got {self.scale!r}')
+        return float(scale)
+
+    def target_size(self, h, w):
+        """The ``(new_w, new_h)`` handed to the keep-ratio resize for an ``h`` x ``w`` image."""
+        size = self._short_edge()
+        factor = size / min(h, w)
+        new_h, new_w = (size, factor * w) if h < w else (factor * h, size)
+        if max(new_h, new_w) > self.max_size:
+            cap = self.max_size * 1.0 / max(new_h, new_w)
+            new_h, new_w = new_h * cap, new_w * cap
+        return int(new_w + 0.5), int(new_h + 0.5)
+
+    def __call__(self, results):
+        h, w = results['img'].shape[:2]
+        self.resize.scale = self.target_size(h, w)
+        return self.resize(results)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(scale={self.scale}, max_size={self.max_size})'
+
+
+@TRANSFORMS.register_module()
+class RandomChoiceResize:
+    """Resize with a scale drawn uniformly from ``scales`` (mmcv's RandomChoiceResize).
+
+    The scale is handed to the ``resize_type`` transform as its ``scale``:
+    a short-edge length for ``'ResizeShortestEdge'`` (Mask2Former:
+    ``scales=[256, 307, ..., 1024], resize_type='ResizeShortestEdge',
+    max_size=2048``), a ``(w, h)`` pair for ``'Resize'`` (an int ``s`` means
+    ``(s, s)`` there, as ``Resize(scale=s)`` does). Adds ``scale_idx``, the
+    index drawn.
+
+    Args:
+        scales (list[int | tuple] | int | tuple): the candidates.
+        resize_type (str): registered resize transform (``'Resize'``).
+        **resize_kwargs: its other arguments, e.g. ``keep_ratio=True`` or
+            ``max_size=2048``.
+    """
+
+    def __init__(self, scales, resize_type='Resize', **resize_kwargs):
+        self.scales = list(scales) if isinstance(scales, list) else [scales]
+        if not self.scales or not all(isinstance(s, (tuple, numbers.Integral)) for s in self.scales):
+            raise ValueError(f'RandomChoiceResize: scales must be a non-empty list of ints or tuples, got {scales!r}')
+        self.resize_cfg = dict(type=resize_type, **resize_kwargs)
+        self.resize = TRANSFORMS.build(dict(self.resize_cfg, scale=self.scales[0]))
+
+    def __call__(self, results):
+        scale_idx = int(get_rng(results).randint(len(self.scales)))
+        scale = self.scales[scale_idx]
+        if isinstance(self.resize, Resize) and isinstance(scale, numbers.Integral):
+            scale = (scale, scale)
+        self.resize.scale = scale
+        results = self.resize(results)
+        results['scale_idx'] = scale_idx
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}(scales={self.scales}, resize_cfg={self.resize_cfg})'
 
 
 @TRANSFORMS.register_module()

@@ -23,7 +23,6 @@ Layout of stage ``i`` (``layers.i``), for a (B, 3, H, W) input::
 with C_i = embed_dims * num_heads[i]. Efficient multi-head attention reduces the
 keys and values spatially by a ``sr_ratio x sr_ratio`` strided conv.
 """
-import math
 
 import jittor as jt
 import numpy as np
@@ -31,6 +30,7 @@ from jittor import nn
 
 from jseg.models.utils import DropPath, build_activation_layer, build_norm_layer
 from jseg.models.utils.official_init import init_vit_style, load_pretrained, pretrained_init_cfg
+from jseg.models.utils.transformer import MultiheadAttentionCore
 from jseg.registry import MODELS
 
 __all__ = ['ARCHS', 'MixVisionTransformer', 'EfficientMultiheadAttention', 'MixFFN', 'PatchEmbed',
@@ -92,63 +92,6 @@ class PatchEmbed(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return x, hw_shape
-
-
-class MultiheadAttentionCore(nn.Module):
-    """The parameters and math of PyTorch's ``nn.MultiheadAttention`` (batch first).
-
-    Official names: ``in_proj_weight`` (3C, C) stacking the query, key and value
-    projections, ``in_proj_bias`` (3C,), ``out_proj.weight`` / ``out_proj.bias``.
-
-    Args:
-        embed_dims (int): C.
-        num_heads (int): heads; C must be divisible by it.
-        attn_drop (float): dropout on the attention weights.
-        bias (bool): biases of the input and output projections.
-    """
-
-    def __init__(self, embed_dims, num_heads, attn_drop=0.0, bias=True):
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.in_proj_weight = jt.zeros((3 * embed_dims, embed_dims))
-        self.in_proj_bias = jt.zeros((3 * embed_dims,)) if bias else None
-        self.out_proj = nn.Linear(embed_dims, embed_dims, bias=bias)
-        self.attn_drop = nn.Dropout(attn_drop) if attn_drop > 0 else None
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        """PyTorch's init: Xavier-uniform input projection, zero biases."""
-        c = self.embed_dims
-        bound = math.sqrt(6.0 / (c + 3 * c))    # fan_in C, fan_out 3C
-        jt.init.uniform_(self.in_proj_weight, -bound, bound)
-        if self.in_proj_bias is not None:
-            jt.init.constant_(self.in_proj_bias, 0.0)
-            jt.init.constant_(self.out_proj.bias, 0.0)
-
-    def _project(self, x, index):
-        c = self.embed_dims
-        weight = self.in_proj_weight[index * c:(index + 1) * c]
-        bias = self.in_proj_bias[index * c:(index + 1) * c] if self.in_proj_bias is not None else None
-        return nn.linear(x, weight, bias)
-
-    def _split_heads(self, x):
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)  # (B, h, N, d)
-
-    def execute(self, query, key_value):
-        """query (B, N, C), key_value (B, M, C) -> (B, N, C)."""
-        b, n, c = query.shape
-        head_dims = c // self.num_heads
-        q = self._split_heads(self._project(query, 0)) * (head_dims ** -0.5)   # (B, h, N, d)
-        k = self._split_heads(self._project(key_value, 1))                      # (B, h, M, d)
-        v = self._split_heads(self._project(key_value, 2))                      # (B, h, M, d)
-        attn = nn.softmax(jt.matmul(q, k.transpose(0, 1, 3, 2)), dim=-1)        # (B, h, N, M)
-        if self.attn_drop is not None:
-            attn = self.attn_drop(attn)
-        out = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, n, c)        # (B, N, C)
-        return self.out_proj(out)
 
 
 class EfficientMultiheadAttention(nn.Module):

@@ -2,7 +2,7 @@
 import jittor as jt
 from jittor import nn
 
-__all__ = ['DropPath', 'drop_path']
+__all__ = ['DropPath', 'build_dropout', 'drop_path']
 
 
 def drop_path(x, drop_prob=0.0, training=False):
@@ -24,3 +24,21 @@ class DropPath(nn.Module):
 
     def execute(self, x):
         return drop_path(x, self.drop_prob, self.is_training())
+
+
+def build_dropout(cfg):
+    """mmcv's ``build_dropout``: ``dict(type='Dropout' | 'DropPath', drop_prob=p)``; None -> identity.
+
+    A zero probability also gives the identity (no parameters either way, so names are unaffected).
+    """
+    if not cfg:
+        return nn.Identity()
+    args = dict(cfg)
+    kind = args.pop('type', None)
+    prob = float(args.pop('drop_prob', 0.5 if kind == 'Dropout' else 0.1))   # mmcv's defaults
+    args.pop('inplace', None)
+    if args or kind not in ('Dropout', 'DropPath'):
+        raise ValueError(f'build_dropout: expected dict(type="Dropout" or "DropPath", drop_prob=p), got {cfg!r}')
+    if prob == 0.0:
+        return nn.Identity()
+    return nn.Dropout(prob) if kind == 'Dropout' else DropPath(prob)

@@ -46,8 +46,11 @@ def pretrained_init_cfg(name, init_cfg, pretrained):
     return dict(init_cfg) if init_cfg is not None else None
 
 
-def load_pretrained(module, init_cfg, name):
+def load_pretrained(module, init_cfg, name, revise_keys=()):
     """Load ``init_cfg['checkpoint']`` (optional ``prefix``) into ``module``; returns the LoadReport.
+
+    ``revise_keys``: regex substitutions applied to the keys after the prefix selection
+    (see :func:`jseg.runner.checkpoint.load_checkpoint`).
 
     Keys the checkpoint lacks keep their current values and are reported by name,
     as are keys it has in excess (e.g. an ImageNet classifier ``head.*``).
@@ -57,5 +60,5 @@ def load_pretrained(module, init_cfg, name):
     if not osp.isfile(path):
         raise FileNotFoundError(f'{name}: pretrained checkpoint not found: {path} '
                                 f'(init_cfg.checkpoint; set init_cfg=None to train from scratch)')
-    report, _ = load_checkpoint(module, path, strict=False, prefix=init_cfg.get('prefix'))
+    report, _ = load_checkpoint(module, path, strict=False, prefix=init_cfg.get('prefix'), revise_keys=revise_keys)
     return report
