@@ -43,6 +43,8 @@ def load_config(path, cfg_options=None, tta=False):
 def run_from_args(args):
     """Run ``args.task`` as described by parsed ``tools/run_net.py`` arguments."""
     from jseg.runner.runner import Runner
+    if getattr(args, 'tta', False) and args.task == 'train':
+        raise ConfigError('--tta applies to --task=val and --task=test, not to training')
     select_device(args.no_cuda)
     cfg = load_config(args.config_file, args.cfg_options, getattr(args, 'tta', False))
     runner = Runner(cfg, work_dir=args.work_dir, resume=args.resume, load_from=args.load_from,
