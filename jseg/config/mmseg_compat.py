@@ -17,17 +17,21 @@ A top-level key that is neither known nor read by a config file as a helper
 variable (``crop_size`` in ``dict(crop_size=crop_size)``) is an error naming the
 closest known key, so a misspelt ``max_iter=1000`` cannot pass silently.
 
-=========================================  ==========================
-mmengine form                              flat key
-=========================================  ==========================
-``train_cfg.max_iters``                    ``max_iters``
-``train_cfg.val_interval`` (1000)          ``eval_interval``
-``default_hooks.logger.interval``          ``log_interval``
-``default_hooks.checkpoint.interval``      ``checkpoint_interval``
-``default_hooks.checkpoint.max_keep_ckpts````max_keep_ckpts``
-``default_hooks.checkpoint.save_best``     ``save_best``
-``randomness.seed``                        ``seed``
-=========================================  ==========================
+============================================  ==========================
+mmengine form                                 flat key
+============================================  ==========================
+``train_cfg.max_iters``                       ``max_iters``
+``train_cfg.val_interval`` (1000)             ``eval_interval``
+``default_hooks.logger.interval``             ``log_interval``
+``default_hooks.checkpoint.interval``         ``checkpoint_interval``
+``default_hooks.checkpoint.max_keep_ckpts``   ``max_keep_ckpts``
+``default_hooks.checkpoint.save_best``        ``save_best``
+``randomness.seed``                           ``seed``
+============================================  ==========================
+
+The mmseg form (``train_cfg``) also sets ``batch_size_per_process=True`` unless the
+config sets it: ``train_dataloader.batch_size`` is then per process, as in mmseg
+(2 images x 8 GPUs = 16), where jseg's own configs state the global batch.
 """
 import difflib
 
@@ -41,7 +45,7 @@ JSEG_KEYS = frozenset({
     'optim_wrapper', 'param_scheduler', 'max_iters', 'eval_interval', 'checkpoint_interval', 'log_interval',
     'max_keep_ckpts', 'save_best', 'custom_hooks', 'load_from', 'load_strict', 'use_fused_ops', 'seed',
     'tta_model', 'tta_pipeline', 'train_pipeline', 'test_pipeline', 'dataset_type', 'data_root', 'crop_size',
-    'data_preprocessor', 'norm_cfg',
+    'data_preprocessor', 'norm_cfg', 'batch_size_per_process',
 })
 # mmengine runtime keys this module reads.
 MMENGINE_KEYS = frozenset({
@@ -104,6 +108,8 @@ class _Resolver:
         if 'max_iters' not in loop:
             raise ConfigError('train_cfg: IterBasedTrainLoop needs max_iters')
         self.set('max_iters', int(loop['max_iters']), 'train_cfg.max_iters')
+        if 'batch_size_per_process' not in self.cfg:  # mmseg's rule: batch_size is per GPU
+            self.values['batch_size_per_process'] = (True, 'train_cfg')
         if 'val_interval' in loop or 'eval_interval' not in self.cfg:
             self.set('eval_interval', int(loop.get('val_interval', _MMENGINE_VAL_INTERVAL)),
                      'train_cfg.val_interval')

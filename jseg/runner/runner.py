@@ -13,8 +13,11 @@ Call flow::
 Runtime keys read from the config (defaults in parentheses): ``max_iters``,
 ``log_interval`` (50), ``eval_interval`` (max_iters), ``checkpoint_interval``
 (max_iters), ``max_keep_ckpts`` (-1: keep all), ``save_best`` ('mIoU'),
-``custom_hooks`` ([]), ``load_from`` (None), ``use_fused_ops`` (True: JIT operators for CARAFE
-and the offset attention; False: their pure-Jittor compositions).
+``custom_hooks`` ([]), ``load_from`` (None), ``batch_size_per_process`` (False: the
+training ``batch_size`` is the global batch), ``use_fused_ops`` (True: JIT operators for
+CARAFE and the offset attention; False: their pure-Jittor compositions). mmseg 1.x runtime
+keys (``train_cfg``, ``default_hooks``, ...) are first read into these flat keys by
+:mod:`jseg.config.mmseg_compat`.
 """
 import collections
 import json
@@ -307,8 +310,16 @@ class Runner:
     # ------------------------------------------------------------------ evaluation
 
     def build_dataloader(self, key, training):
+        """The loader of config entry ``key``; its ``batch_size`` is global unless ``batch_size_per_process``.
+
+        With ``batch_size_per_process=True`` (set for configs in mmseg's runtime form, where
+        ``batch_size`` is per GPU) the training batch is ``batch_size`` x the number of processes.
+        """
         from jseg.datasets import build_dataloader
-        return build_dataloader(self.cfg[key], seed=self.seed, training=training)
+        loader_cfg = self.cfg[key]
+        if training and self.cfg.get('batch_size_per_process', False):
+            loader_cfg = dict(loader_cfg, batch_size=int(loader_cfg.get('batch_size', 1)) * get_world_size())
+        return build_dataloader(loader_cfg, seed=self.seed, training=training)
 
     def _check_save_best(self, val_loader):
         """Stop before training when ``save_best`` names a metric validation never computes."""

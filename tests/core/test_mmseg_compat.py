@@ -160,3 +160,20 @@ def test_runner_honours_keys_and_logs_notes_once(tmp_path, caplog):
             logger.propagate = False
     assert runner.resume_from == 'a.npz' and runner.load_from is None
     assert sum('env_cfg: accepted, no effect' in r.message for r in caplog.records) == 1
+
+
+def test_batch_size_is_per_process_in_the_mmseg_form(tmp_path, monkeypatch):
+    import jseg.datasets
+    import jseg.runner.runner as runner_module
+    monkeypatch.setattr(jseg.datasets, 'build_dataloader', lambda cfg, **kw: cfg)  # the loader config it gets
+    monkeypatch.setattr(runner_module, 'get_world_size', lambda: 8)
+    loaders = "train_dataloader = dict(batch_size=2, dataset=dict())\nval_dataloader = dict(batch_size=1)\n"
+    cfg = load(tmp_path, loaders)
+    runner = runner_module.Runner(cfg, work_dir=str(tmp_path / 'work'))
+    assert cfg.batch_size_per_process is True
+    assert runner.build_dataloader('train_dataloader', training=True)['batch_size'] == 16  # 2 x 8 processes
+    assert runner.build_dataloader('val_dataloader', training=False)['batch_size'] == 1
+    # jseg's flat form: the global batch as written
+    cfg = load(tmp_path, loaders + 'max_iters = 10\n', base='')
+    runner = runner_module.Runner(cfg, work_dir=str(tmp_path / 'work'))
+    assert runner.build_dataloader('train_dataloader', training=True)['batch_size'] == 2
