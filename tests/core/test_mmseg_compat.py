@@ -177,3 +177,15 @@ def test_batch_size_is_per_process_in_the_mmseg_form(tmp_path, monkeypatch):
     cfg = load(tmp_path, loaders + 'max_iters = 10\n', base='')
     runner = runner_module.Runner(cfg, work_dir=str(tmp_path / 'work'))
     assert runner.build_dataloader('train_dataloader', training=True)['batch_size'] == 2
+
+
+def test_data_root_option_reaches_every_dataloader(tmp_path):
+    from jseg.cli import load_config
+    (tmp_path / 'runtime.py').write_text('')
+    path = tmp_path / 'exp.py'
+    path.write_text("data_root = 'data/ade'\nds = dict(type='X', data_root=data_root)\n"
+                    "train_dataloader = dict(dataset=ds)\nval_dataloader = dict(dataset=ds)\n"
+                    "test_dataloader = val_dataloader\n")
+    cfg = load_config(str(path), data_root='/data/ADE')
+    assert [cfg[k]['dataset']['data_root'] for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')] \
+        == ['/data/ADE'] * 3
