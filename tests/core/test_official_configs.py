@@ -92,3 +92,34 @@ def test_official_config_resolves_to_ours(ours, official):
     per_process = theirs.train_dataloader['batch_size'] * (int(gpus.group(1)) if gpus else 8)
     assert theirs.get('batch_size_per_process') and not mine.get('batch_size_per_process', False)
     assert per_process == mine.train_dataloader['batch_size']
+
+
+OFFSEG_T_ADE = 'local_configs/offseg/Tiny/offseg-t_ade20k_160k-512x512.py'
+# The demo-sized run: data, weights, iterations and sizes overridden, the file itself unchanged.
+DEMO_OPTIONS = [
+    'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+    'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'val_dataloader.num_workers=0', 'model.backbone.init_cfg=None', 'model.data_preprocessor.size=(64, 64)',
+    'train_dataloader.dataset.pipeline.2.scale=(256, 64)', 'train_dataloader.dataset.pipeline.3.crop_size=(64, 64)',
+    'val_dataloader.dataset.pipeline.1.scale=(256, 64)', 'model.test_cfg.crop_size=(64, 64)',
+    'model.test_cfg.stride=(48, 48)',
+]
+
+
+@pytest.mark.skipif(not CLONE, reason='set JSEG_OFFSEG_REPO to a clone of HVision-NKU/OffSeg to train from '
+                                      'the official config file')
+def test_official_offseg_t_config_trains_through_run_net(tmp_path):
+    import sys
+
+    from jseg.datasets import generate_demo_dataset
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import run_net
+    config = os.path.join(CLONE, OFFSEG_T_ADE)
+    if not os.path.isfile(config):
+        pytest.skip(f'{OFFSEG_T_ADE} is not in {CLONE}')
+    data = generate_demo_dataset(str(tmp_path / 'shapes'), num_train=4, num_val=2, size=(64, 96), seed=3)
+    work = str(tmp_path / 'work')
+    assert run_net.main(['--config-file', config, '--task=train', '--data-root', data, '--work-dir', work,
+                         '--cfg-options', *DEMO_OPTIONS]) == 0
+    assert sorted(os.listdir(work)) == ['best_mIoU_iter_2.npz', 'iter_2.npz', 'last_checkpoint', 'logs',
+                                        'offseg-t_ade20k_160k-512x512.py']
