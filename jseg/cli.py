@@ -27,9 +27,18 @@ def select_device(no_cuda=False):
     return 'cuda' if jt.flags.use_cuda else 'cpu'
 
 
-def load_config(path, cfg_options=None, tta=False):
-    """The resolved config; with ``tta`` the test pipelines and the model use the TTA settings."""
+def load_config(path, cfg_options=None, tta=False, data_root=None):
+    """The resolved config; with ``tta`` the test pipelines and the model use the TTA settings.
+
+    ``data_root`` replaces the ``data_root`` of every dataloader's dataset (an official
+    config computes them from its own ``data_root`` variable, which ``--cfg-options``
+    cannot reach once the file is read).
+    """
     cfg = Config.fromfile(path, cfg_options)
+    if data_root is not None:
+        for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            if isinstance(cfg.get(key, None), dict) and isinstance(cfg[key].get('dataset', None), dict):
+                cfg[key]['dataset']['data_root'] = data_root
     if tta:
         if not cfg.get('tta_pipeline', None):
             raise ConfigError(f'{path}: --tta needs tta_pipeline in the config')
@@ -43,8 +52,11 @@ def load_config(path, cfg_options=None, tta=False):
 def run_from_args(args):
     """Run ``args.task`` as described by parsed ``tools/run_net.py`` arguments."""
     from jseg.runner.runner import Runner
+    if getattr(args, 'tta', False) and args.task == 'train':
+        raise ConfigError('--tta applies to --task=val and --task=test, not to training')
     select_device(args.no_cuda)
-    cfg = load_config(args.config_file, args.cfg_options, getattr(args, 'tta', False))
+    cfg = load_config(args.config_file, args.cfg_options, getattr(args, 'tta', False),
+                      getattr(args, 'data_root', None))
     runner = Runner(cfg, work_dir=args.work_dir, resume=args.resume, load_from=args.load_from,
                     seed=args.seed, save_dir=args.save_dir)
     return runner.run(args.task)

@@ -27,6 +27,8 @@ def parse_args(argv=None):
                         help='override config entries, e.g. model.decode_head.num_classes=19 '
                              "train_dataloader.batch_size=8 (values are Python literals); "
                              'prefix a key with + to add a new one')
+    parser.add_argument('--data-root', help="the dataset folder, set in every dataloader's dataset "
+                                            '(overrides the config\'s data_root)')
     parser.add_argument('--seed', type=int, help='global random seed (default: cfg.seed or 0)')
     parser.add_argument('--tta', action='store_true', help='val/test with the config\'s test-time augmentation')
     parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works '

@@ -158,13 +158,23 @@ def _exec_file(path):
     }
 
 
-def _load_merged(path, chain=()):
+def _names_read(path):
+    """Names a config file reads (``crop_size`` in ``dict(crop_size=crop_size)``): its helper variables."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+def _load_merged(path, chain=(), names_read=None):
+    """The merged variables of ``path`` and its bases; adds the names they read to ``names_read``."""
     path = osp.abspath(path)
     if path in chain:
         raise ConfigError(f'config inheritance loops: {" -> ".join(chain + (path,))}')
     if not osp.isfile(path):
         raise ConfigError(f'config file not found: {path}')
     variables = _exec_file(path)
+    if names_read is not None:
+        names_read.update(_names_read(path))
     bases = variables.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
@@ -173,7 +183,7 @@ def _load_merged(path, chain=()):
         base_path = osp.join(osp.dirname(path), base)
         if not osp.isfile(base_path):
             raise ConfigError(f'{path}: _base_ file {base!r} not found (looked at {osp.normpath(base_path)})')
-        base_cfg = _load_merged(base_path, chain + (path,))
+        base_cfg = _load_merged(base_path, chain + (path,), names_read)
         merged = merge_dicts(merged, base_cfg)
     return merge_dicts(merged, variables)
 
@@ -204,7 +214,8 @@ class Config(ConfigDict):
     """The resolved configuration of one experiment.
 
     Build it with :meth:`fromfile`; it is a :class:`ConfigDict` (attribute and
-    key access, strict) that also knows its ``filename``.
+    key access, strict) that also knows its ``filename`` and ``names_read``, the
+    names its files read (their helper variables, such as ``crop_size``).
     """
 
     @classmethod
@@ -216,8 +227,10 @@ class Config(ConfigDict):
             cfg_options (dict | list[str] | None): overrides, either
                 ``{'a.b': 1}`` or the command-line form ``['a.b=1']``.
         """
-        cfg = cls(_load_merged(path))
+        names_read = set()
+        cfg = cls(_load_merged(path, names_read=names_read))
         object.__setattr__(cfg, 'filename', osp.abspath(path))
+        object.__setattr__(cfg, 'names_read', frozenset(names_read))
         if cfg_options:
             if isinstance(cfg_options, (list, tuple)):
                 cfg_options = parse_cfg_options(cfg_options)

@@ -7,6 +7,7 @@ labels has Acc NaN; NaNs are left out of the means (``np.nanmean``).
 """
 import numpy as np
 
+from jseg.config import ConfigError
 from jseg.registry import METRICS
 from jseg.utils.dist import all_reduce_sum, get_world_size
 
@@ -56,19 +57,51 @@ def intersect_and_union(pred, label, num_classes, ignore_index=255, reduce_zero_
     return area_intersect, area_union, area_pred, area_label
 
 
-def metrics_from_areas(area_intersect, area_union, area_label):
-    """aAcc, mIoU, mAcc (fractions) and per-class IoU/Acc from accumulated areas."""
+def metrics_from_areas(area_intersect, area_union, area_label, area_pred=None, iou_metrics=('mIoU',),
+                       nan_to_num=None, beta=1):
+    """Split metrics (fractions) from per-class areas accumulated over the split, as mmseg's IoUMetric.
+
+    Args:
+        area_intersect, area_union, area_label, area_pred (np.ndarray): (K,) areas
+            (``area_pred`` is needed for mDice and mFscore).
+        iou_metrics (sequence[str]): besides aAcc, mIoU and mAcc (always computed),
+            ``'mDice'`` adds ``Dice``/``mDice`` and ``'mFscore'`` adds
+            ``Fscore``/``Precision``/``Recall`` and their means.
+        nan_to_num (float | None): replaces NaN per-class values (and aAcc) before averaging.
+        beta (float): the F-score's beta.
+
+    Returns:
+        dict: ``aAcc`` and ``m<Name>`` floats, per-class ``(K,)`` arrays ``IoU``, ``Acc``, ...
+    """
     area_intersect = np.asarray(area_intersect, dtype=np.float64)
     area_union = np.asarray(area_union, dtype=np.float64)
     area_label = np.asarray(area_label, dtype=np.float64)
+    per_class = {}
     with np.errstate(divide='ignore', invalid='ignore'):
-        iou = area_intersect / area_union  # NaN where the class is in neither
-        acc = area_intersect / area_label  # NaN where the class is not in the labels
         total = area_label.sum()
         aacc = area_intersect.sum() / total if total else float('nan')
-    miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan')
-    macc = float(np.nanmean(acc)) if np.isfinite(acc).any() else float('nan')
-    return dict(aAcc=float(aacc), mIoU=miou, mAcc=macc, IoU=iou, Acc=acc)
+        per_class['IoU'] = area_intersect / area_union  # NaN where the class is in neither
+        per_class['Acc'] = area_intersect / area_label  # NaN where the class is not in the labels
+        if 'mDice' in iou_metrics or 'mFscore' in iou_metrics:
+            if area_pred is None:
+                raise ValueError('mDice and mFscore need the predicted areas (area_pred)')
+            area_pred = np.asarray(area_pred, dtype=np.float64)
+        if 'mDice' in iou_metrics:
+            per_class['Dice'] = 2 * area_intersect / (area_pred + area_label)
+        if 'mFscore' in iou_metrics:
+            precision = area_intersect / area_pred
+            recall = area_intersect / area_label
+            per_class['Fscore'] = (1 + beta ** 2) * precision * recall / (beta ** 2 * precision + recall)
+            per_class['Precision'] = precision
+            per_class['Recall'] = recall
+    if nan_to_num is not None:
+        aacc = float(np.nan_to_num(aacc, nan=nan_to_num))
+        per_class = {k: np.nan_to_num(v, nan=nan_to_num) for k, v in per_class.items()}
+    result = dict(aAcc=float(aacc))
+    for name, values in per_class.items():
+        result['m' + name] = float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
+    result.update(per_class)
+    return result
 
 
 def mean_iou(preds, labels, num_classes, ignore_index=255, reduce_zero_label=False):
@@ -92,6 +125,9 @@ def mean_iou(preds, labels, num_classes, ignore_index=255, reduce_zero_label=Fal
     return metrics_from_areas(totals[0], totals[1], totals[3])
 
 
+SCALAR_METRICS = ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore', 'mPrecision', 'mRecall')
+
+
 def format_metrics_table(metrics, class_names):
     """Per-class IoU/Acc table (percent), as mmseg prints it."""
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(metrics['IoU']))]
@@ -99,7 +135,7 @@ def format_metrics_table(metrics, class_names):
     lines = [f'| {"Class":<{width}} |   IoU  |   Acc  |', f'|{"-" * (width + 2)}|--------|--------|']
     for name, iou, acc in zip(names, metrics['IoU'], metrics['Acc']):
         lines.append(f'| {name:<{width}} | {_pct(iou):>6} | {_pct(acc):>6} |')
-    summary = '  '.join(f'{k}: {_pct(metrics[k])}' for k in ('aAcc', 'mIoU', 'mAcc'))
+    summary = '  '.join(f'{k}: {_pct(metrics[k])}' for k in SCALAR_METRICS if k in metrics)
     return '\n'.join(lines) + '\n' + summary
 
 
@@ -119,18 +155,44 @@ class IoUMetric:
     Args:
         num_classes (int): K (set by the runner from the dataset when omitted).
         ignore_index (int): label to skip.
-        iou_metrics (list[str]): accepted for mmseg config compatibility; the
-            result always holds aAcc, mIoU and mAcc.
+        iou_metrics (list[str]): ``'mDice'`` and ``'mFscore'`` add those metrics; the
+            result always holds aAcc, mIoU and mAcc (mmseg leaves mIoU out unless named).
+        nan_to_num (float | None): per-class NaNs become this number before the means.
+        beta (float): the F-score's beta.
+        format_only, output_dir: mmseg's test-server output; not supported (use
+            ``--task=test --save-dir``), an error when set.
+        collect_device, prefix: accepted; jseg gathers on the CPU and names metrics without prefix.
     """
 
     def __init__(self, num_classes=None, ignore_index=255, iou_metrics=('mIoU',), nan_to_num=None,
                  beta=1, collect_device='cpu', output_dir=None, format_only=False, prefix=None):
+        iou_metrics = [iou_metrics] if isinstance(iou_metrics, str) else list(iou_metrics)
         unsupported = set(iou_metrics) - {'mIoU', 'mDice', 'mFscore'}
         if unsupported:
-            raise ValueError(f'IoUMetric: unknown iou_metrics {sorted(unsupported)}')
+            raise ConfigError(f'IoUMetric: unknown iou_metrics {sorted(unsupported)}')
+        if format_only or output_dir is not None:
+            raise ConfigError('IoUMetric: format_only/output_dir are not supported; write predictions with '
+                             '--task=test --save-dir (labels/<name>.png)')
+        if collect_device != 'cpu':
+            raise ConfigError(f'IoUMetric: collect_device={collect_device!r} is not supported (use \'cpu\')')
+        if prefix:
+            raise ConfigError(f'IoUMetric: prefix={prefix!r} is not supported (metric names carry no prefix)')
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.iou_metrics = tuple(iou_metrics)
+        self.nan_to_num = nan_to_num
+        self.beta = beta
         self.reset()
+
+    @property
+    def metric_names(self):
+        """The scalar metrics :meth:`compute` returns (``save_best`` may name any of them)."""
+        names = ['aAcc', 'mIoU', 'mAcc']
+        if 'mDice' in self.iou_metrics:
+            names.append('mDice')
+        if 'mFscore' in self.iou_metrics:
+            names += ['mFscore', 'mPrecision', 'mRecall']
+        return names
 
     def reset(self):
         self.totals = None      # (4, K) areas of samples without an index
@@ -172,6 +234,7 @@ class IoUMetric:
         count += int(all_reduce_sum(np.array([self.plain_count]))[0])
         if count == 0:
             raise ValueError('IoUMetric: no samples were evaluated')
-        result = metrics_from_areas(totals[0], totals[1], totals[3])
+        result = metrics_from_areas(totals[0], totals[1], totals[3], totals[2], self.iou_metrics,
+                                    self.nan_to_num, self.beta)
         result['num_samples'] = count
         return result

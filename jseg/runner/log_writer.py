@@ -71,9 +71,10 @@ class LogWriter:
         self.times.clear()
 
     def write_val(self, iteration, metrics):
-        record = dict(mode='val', iter=iteration, **{k: metrics[k] for k in ('aAcc', 'mIoU', 'mAcc')})
-        self.logger.info(f'Iter(val) [{iteration}]  ' + '  '.join(
-            f'{k}: {100 * metrics[k]:.2f}' for k in ('aAcc', 'mIoU', 'mAcc')))
+        from jseg.evaluation.metrics import SCALAR_METRICS
+        names = [k for k in SCALAR_METRICS if k in metrics]  # aAcc, mIoU, mAcc (+ mDice, mFscore, ...)
+        record = dict(mode='val', iter=iteration, **{k: metrics[k] for k in names})
+        self.logger.info(f'Iter(val) [{iteration}]  ' + '  '.join(f'{k}: {100 * metrics[k]:.2f}' for k in names))
         self._append(record)
 
     def _append(self, record):

@@ -72,6 +72,20 @@ def _multipliers(name, owner, custom_keys, sorted_keys, rules):
     return lr_mult, decay_mult
 
 
+def unused_parameter_names(model):
+    """Full names of the parameters ``model``'s forward never uses (from its modules' ``unused_parameter_names``).
+
+    PyTorch's optimizers skip parameters whose gradient is None, so these get no
+    update at all, weight decay included (``decode_head.conv_seg`` of the
+    offset-learning heads stays as initialised or loaded).
+    """
+    names = []
+    for prefix, module in model.named_modules():
+        if module is not model and callable(getattr(module, 'unused_parameter_names', None)):
+            names += [f'{prefix}.{name}' if prefix else name for name in module.unused_parameter_names()]
+    return names
+
+
 def param_groups(model, base_lr, base_wd, paramwise_cfg=None):
     """Group ``model``'s trainable parameters by their (lr, weight_decay).
 
@@ -79,6 +93,8 @@ def param_groups(model, base_lr, base_wd, paramwise_cfg=None):
         paramwise_cfg (dict | None): ``custom_keys`` ({key: dict(lr_mult,
             decay_mult)}), ``norm_decay_mult``, ``bias_decay_mult``,
             ``bias_lr_mult`` (see the module docstring).
+
+    Parameters the forward never uses (:func:`unused_parameter_names`) are left out.
 
     Returns:
         list[dict]: ``{'params', 'names', 'lr', 'initial_lr', 'weight_decay',
@@ -97,8 +113,9 @@ def param_groups(model, base_lr, base_wd, paramwise_cfg=None):
     sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
     owners = _owners(model) if rules else {}
     groups = {}
+    unused = set(unused_parameter_names(model))
     for name, param in model.named_parameters():
-        if param.is_stop_grad():
+        if param.is_stop_grad() or name in unused:
             continue
         lr_mult, decay_mult = _multipliers(name, owners.get(name), custom_keys, sorted_keys, rules)
         group = groups.setdefault((lr_mult, decay_mult), dict(
@@ -233,13 +250,12 @@ def build_optimizer(model, optim_wrapper_cfg):
     """
     cfg = dict(optim_wrapper_cfg)
     wrapper_type = cfg.pop('type', 'OptimWrapper')
-    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
-        raise ValueError(f'optim_wrapper type {wrapper_type!r} is not supported (use OptimWrapper)')
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'optim_wrapper type {wrapper_type!r} is not supported (use OptimWrapper; '
+                         f'jseg trains in float32)')
     optimizer_cfg = dict(cfg.pop('optimizer'))
     paramwise_cfg = cfg.pop('paramwise_cfg', None)
     clip_grad = cfg.pop('clip_grad', None)
-    cfg.pop('loss_scale', None)
-    cfg.pop('dtype', None)
     if cfg:
         raise ValueError(f'optim_wrapper: unknown keys {sorted(cfg)}')
     opt_type = optimizer_cfg.pop('type')

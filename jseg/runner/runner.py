@@ -13,12 +13,16 @@ Call flow::
 Runtime keys read from the config (defaults in parentheses): ``max_iters``,
 ``log_interval`` (50), ``eval_interval`` (max_iters), ``checkpoint_interval``
 (max_iters), ``max_keep_ckpts`` (-1: keep all), ``save_best`` ('mIoU'),
-``custom_hooks`` ([]), ``load_from`` (None), ``use_fused_ops`` (True: JIT operators for CARAFE
-and the offset attention; False: their pure-Jittor compositions), ``load_strict`` (True: ``val``
-and ``test`` stop when the checkpoint lacks a model weight; False: evaluate a partial load).
+``custom_hooks`` ([]), ``load_from`` (None), ``batch_size_per_process`` (False: the
+training ``batch_size`` is the global batch), ``use_fused_ops`` (True: JIT operators for
+CARAFE and the offset attention; False: their pure-Jittor compositions), ``load_strict`` (True:
+``val`` and ``test`` stop when the checkpoint lacks a model weight; False: evaluate a partial
+load). mmseg 1.x runtime keys (``train_cfg``, ``default_hooks``, ...) are first read into these
+flat keys by :mod:`jseg.config.mmseg_compat`.
 """
 import collections
 import json
+import logging
 import os
 import os.path as osp
 import random
@@ -31,6 +35,7 @@ import jittor as jt
 import numpy as np
 
 from jseg.config import ConfigError
+from jseg.config.mmseg_compat import resolve_runtime_keys
 from jseg.ops import configure_fused_ops
 from jseg.registry import HOOKS, METRICS, MODELS
 from jseg.utils.dist import all_reduce_sum, barrier, broadcast_model, get_rank, get_world_size, is_main_process
@@ -63,10 +68,13 @@ class Runner:
     """
 
     def __init__(self, cfg, work_dir=None, resume=None, load_from=None, seed=None, save_dir=None):
+        compat_notes = resolve_runtime_keys(cfg)  # mmengine's train_cfg, default_hooks, ... -> flat keys
         self.cfg = cfg
         self.work_dir = osp.abspath(work_dir or osp.join('work_dirs', cfg.name))
         self.resume_from = resume
         self.load_from = load_from or cfg.get('load_from', None)
+        if resume is None and cfg.get('resume', False):  # mmengine: resume=True continues load_from or the latest
+            self.resume_from, self.load_from = self.load_from or 'auto', None
         self.seed = int(seed if seed is not None else cfg.get('seed', 0) or 0)
         self.save_dir = save_dir
         self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
@@ -76,7 +84,10 @@ class Runner:
         log_file = osp.join(self.work_dir, 'logs', f'{self.timestamp}.log')
         if is_main_process():
             os.makedirs(osp.dirname(log_file), exist_ok=True)
-        self.logger = get_logger(log_file if is_main_process() else None)
+        self.logger = get_logger(log_file if is_main_process() else None,
+                                 getattr(logging, str(cfg.get('log_level', 'INFO')).upper()))
+        for note in compat_notes:
+            self.logger.info(note)
 
     # ------------------------------------------------------------------ entry points
 
@@ -119,6 +130,7 @@ class Runner:
         train_loader = self.build_dataloader('train_dataloader', training=True)
         val_loader = self.build_dataloader('val_dataloader', training=False) \
             if cfg.get('val_dataloader', None) else None
+        self._check_save_best(val_loader)
         hooks = [HOOKS.build(h) for h in cfg.get('custom_hooks', [])]
         writer = LogWriter(self.work_dir, self.timestamp, max_iters, self.logger, window=plan.log)
         self.logger.info(f'start training at iteration {self.iteration}/{max_iters} in {self.work_dir} '
@@ -307,11 +319,29 @@ class Runner:
     # ------------------------------------------------------------------ evaluation
 
     def build_dataloader(self, key, training):
-        from jseg.datasets import build_dataloader
-        return build_dataloader(self.cfg[key], seed=self.seed, training=training)
+        """The loader of config entry ``key``; its ``batch_size`` is global unless ``batch_size_per_process``.
 
-    def _build_metric(self, dataset):
-        cfg = dict(self.cfg.get('val_evaluator', None) or dict(type='IoUMetric'))
+        With ``batch_size_per_process=True`` (set for configs in mmseg's runtime form, where
+        ``batch_size`` is per GPU) the training batch is ``batch_size`` x the number of processes.
+        """
+        from jseg.datasets import build_dataloader
+        loader_cfg = self.cfg[key]
+        if training and self.cfg.get('batch_size_per_process', False):
+            loader_cfg = dict(loader_cfg, batch_size=int(loader_cfg.get('batch_size', 1)) * get_world_size())
+        return build_dataloader(loader_cfg, seed=self.seed, training=training)
+
+    def _check_save_best(self, val_loader):
+        """Stop before training when ``save_best`` names a metric validation never computes."""
+        key = self.cfg.get('save_best', 'mIoU')
+        if not key or val_loader is None:
+            return
+        names = getattr(self._build_metric(val_loader.dataset), 'metric_names', None)
+        if names is not None and key not in names:
+            raise ConfigError(f'save_best={key!r}: validation computes no such metric (it computes '
+                              f'{", ".join(names)}; add mDice/mFscore to val_evaluator.iou_metrics)')
+
+    def _build_metric(self, dataset, key='val_evaluator'):
+        cfg = dict(self.cfg.get(key, None) or self.cfg.get('val_evaluator', None) or dict(type='IoUMetric'))
         num_classes = len(dataset.metainfo['classes'])
         cfg.setdefault('num_classes', num_classes)
         return METRICS.build(cfg)
@@ -360,15 +390,18 @@ class Runner:
             save_checkpoint(path, self.model.state_dict(), meta)
         barrier()
 
-    def evaluate(self, loader, save_dir=None, palette=None):
-        """Predict every sample of ``loader``; return IoU metrics (and write predictions to ``save_dir``)."""
+    def evaluate(self, loader, save_dir=None, palette=None, evaluator='val_evaluator'):
+        """Predict every sample of ``loader``; return IoU metrics (and write predictions to ``save_dir``).
+
+        ``evaluator`` names the config key of the metric (``test_evaluator`` for ``--task=test``).
+        """
         from tqdm import tqdm
 
         from jseg.visualization import save_prediction
         model = self.model
         model.eval()
         dataset = loader.dataset
-        metric = self._build_metric(dataset)
+        metric = self._build_metric(dataset, evaluator)
         labelled = 0
         progress = tqdm(loader, desc='val' if save_dir is None else 'test', disable=not is_main_process(),
                         dynamic_ncols=True)
@@ -409,7 +442,8 @@ class Runner:
         key = 'test_dataloader' if self.cfg.get('test_dataloader', None) else 'val_dataloader'
         loader = self.build_dataloader(key, training=False)
         save_dir = osp.abspath(self.save_dir or osp.join(self.work_dir, 'predictions'))
-        metrics = self.evaluate(loader, save_dir=save_dir, palette=loader.dataset.metainfo.get('palette'))
+        metrics = self.evaluate(loader, save_dir=save_dir, palette=loader.dataset.metainfo.get('palette'),
+                                evaluator='test_evaluator')
         self.logger.info(f'predictions written to {save_dir}')
         if metrics is not None:
             self._report(metrics, loader.dataset, path, 'test')
@@ -417,11 +451,12 @@ class Runner:
 
     def _report(self, metrics, dataset, checkpoint, task):
         from jseg.evaluation import format_metrics_table
+        from jseg.evaluation.metrics import SCALAR_METRICS
         table = format_metrics_table(metrics, dataset.metainfo['classes'])
         self.logger.info(f'{task} results of {checkpoint} ({metrics["num_samples"]} images):\n{table}')
         if is_main_process():
             out = dict(task=task, checkpoint=checkpoint, config=self.cfg.name,
-                       aAcc=metrics['aAcc'], mIoU=metrics['mIoU'], mAcc=metrics['mAcc'],
+                       **{k: metrics[k] for k in SCALAR_METRICS if k in metrics},
                        num_samples=metrics['num_samples'],
                        per_class={name: dict(IoU=_num(i), Acc=_num(a)) for name, i, a in
                                   zip(dataset.metainfo['classes'], metrics['IoU'], metrics['Acc'])})

@@ -46,7 +46,24 @@ def test_config_missing_a_key(tmp_path):
     rc, _, err = run_net('--config-file', str(cfg), '--task=train', '--work-dir', str(tmp_path / 'w'),
                          cwd=tmp_path)
     assert rc == 1
-    assert_one_error_line(err, "config has no key 'max_iters'", "did you mean 'max_iter'")
+    assert_one_error_line(err, "config key 'max_iter' is not used by jseg", "did you mean 'max_iters'")
+
+
+def test_config_without_max_iters(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("model = dict(type='EncoderDecoder')\n")
+    rc, _, err = run_net('--config-file', str(cfg), '--task=train', '--work-dir', str(tmp_path / 'w'),
+                         cwd=tmp_path)
+    assert rc == 1
+    assert_one_error_line(err, "config has no key 'max_iters'")
+
+
+def test_tta_with_train_is_an_error(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("model = dict(type='EncoderDecoder')\n")
+    rc, _, err = run_net('--config-file', str(cfg), '--task=train', '--tta', cwd=tmp_path)
+    assert rc == 1
+    assert_one_error_line(err, '--tta applies to --task=val and --task=test')
 
 
 def test_bad_cfg_option(tmp_path):

@@ -206,7 +206,8 @@ def test_pad_to_size_divisor_fills_image_0_and_label_255():
     seg = np.full((50, 70), 3, np.uint8)
     out = Pad(size_divisor=32)(results_for(img, seg))
     assert out['img'].shape == (64, 96, 3) and out['gt_seg_map'].shape == (64, 96)
-    assert out['pad_shape'] == (64, 96) and out['img_shape'] == (64, 96)   # mmcv records the padded shape
+    # mmcv 2.x Pad: pad_shape = padded_img.shape (channels included), img_shape = padded_img.shape[:2]
+    assert out['pad_shape'] == (64, 96, 3) and out['img_shape'] == (64, 96)
     assert (out['img'][:50, :70] == 7).all() and (out['img'][50:] == 0).all() and (out['img'][:, 70:] == 0).all()
     assert (out['gt_seg_map'][:50, :70] == 3).all() and (out['gt_seg_map'][50:] == 255).all()
     assert (out['gt_seg_map'][:, 70:] == 255).all()

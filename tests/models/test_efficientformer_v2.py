@@ -146,6 +146,15 @@ def test_official_type_names_build():
     assert isinstance(MODELS.build(dict(type='EfficientFormerV2', arch='s1')), EfficientFormerV2)
 
 
+def test_norm_eval_default_follows_the_official_backbone():
+    # Official: train() freezes nn.BatchNorm2d, but a backbone built with init_cfg/pretrained has
+    # already converted them to SyncBatchNorm, which train() does not freeze.
+    assert EfficientFormerV2('s0').norm_eval is True
+    assert EfficientFormerV2('s0', init_cfg=dict(type='Pretrained', checkpoint='a.pth')).norm_eval is False
+    assert EfficientFormerV2('s0', pretrained='a.pth').norm_eval is False
+    assert EfficientFormerV2('s0', norm_eval=True, pretrained='a.pth').norm_eval is True
+
+
 def test_drop_path_rates_follow_the_official_schedule():
     def rates(model):
         return [getattr(block.drop_path, 'drop_prob', 0.0)

@@ -379,8 +379,9 @@ class Pad:
 
     Exactly one of ``size`` (target ``(w, h)``) and ``size_divisor`` (pad each
     side up to a multiple) is given, or ``pad_to_square`` (optionally with
-    ``size_divisor``). Sets ``pad_shape`` and, as mmcv does, ``img_shape`` to
-    the padded ``(h, w)``; also ``pad_fixed_size`` and ``pad_size_divisor``.
+    ``size_divisor``). As mmcv does, sets ``pad_shape`` to the padded image's full
+    shape (``(h, w, 3)`` for a colour image) and ``img_shape`` to its ``(h, w)``;
+    also ``pad_fixed_size`` and ``pad_size_divisor``.
 
     Args:
         size (tuple[int, int] | None): ``(w, h)``.
@@ -429,7 +430,7 @@ class Pad:
         padded = results['img'].shape[:2]
         for key in _seg_keys(results):
             results[key] = impad(results[key], padded, self.pad_val.get('seg', 255))
-        results['pad_shape'] = padded
+        results['pad_shape'] = results['img'].shape  # the full shape, (h, w, 3) for colour, as mmcv
         results['img_shape'] = padded
         results['pad_fixed_size'] = self.size
         results['pad_size_divisor'] = self.size_divisor

@@ -39,13 +39,38 @@ def decode_image(data, path, flag='color', backend='cv2'):
             raise DataError(path, 'cannot decode image: the file is corrupt, truncated or not an image')
         return img
     if backend == 'pillow':
-        pil = _open_pillow(data, path, 'image')
-        if flag == 'color':
-            return np.ascontiguousarray(np.asarray(pil.convert('RGB'))[..., ::-1])
-        if flag == 'grayscale':
-            return np.asarray(pil.convert('L'))
-        return np.asarray(pil)
+        return _pillow_to_array(_open_pillow(data, path, 'image'), flag)
     raise ValueError(f"imdecode_backend must be 'cv2' or 'pillow', got {backend!r}")
+
+
+# mmcv fills the background of an 'LA' (grey + alpha) image with this RGB colour, not black.
+_LA_BACKGROUND = (124, 117, 104)
+
+
+def _pillow_to_array(pil, flag):
+    """A Pillow image as mmcv's ``imfrombytes(backend='pillow')`` returns it (BGR channel order).
+
+    ``'unchanged'``: the pixels as stored, the first three channels swapped to BGR when
+    there are three or more (alpha stays last); no EXIF rotation. ``'color'`` and
+    ``'grayscale'``: EXIF orientation applied, then converted through RGB, an 'LA'
+    image composited on :data:`_LA_BACKGROUND` by its alpha.
+    """
+    if flag == 'unchanged':
+        array = np.array(pil)
+        if array.ndim >= 3 and array.shape[2] >= 3:
+            array[:, :, :3] = array[:, :, 2::-1]
+        return array
+    from PIL import ImageOps
+    pil = ImageOps.exif_transpose(pil)
+    if pil.mode == 'LA':
+        rgba = pil.convert('RGBA')
+        pil = Image.new('RGB', rgba.size, _LA_BACKGROUND)
+        pil.paste(rgba, mask=rgba.split()[3])
+    elif pil.mode != 'RGB':
+        pil = pil.convert('RGB')
+    if flag == 'color':
+        return np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])
+    return np.asarray(pil.convert('L'))
 
 
 def _open_pillow(data, path, what):

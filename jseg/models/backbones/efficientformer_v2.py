@@ -393,8 +393,11 @@ class EfficientFormerV2(nn.Module):
             (S0/S1 0, S2 0.02, L 0.1).
         layer_scale_init_value (float): initial layer-scale value.
         use_layer_scale (bool): must be True (the official blocks fail without).
-        norm_eval (bool): keep every BatchNorm of the backbone in eval mode
-            (running statistics, no updates) even in training. Default True.
+        norm_eval (bool | None): keep every BatchNorm of the backbone in eval mode
+            (running statistics, no updates) even in training. ``None`` (default)
+            follows the official backbone: frozen when it starts from scratch, but
+            training when ``init_cfg``/``pretrained`` is given (the official code
+            then converts its BatchNorms to SyncBatchNorm, which its freezing misses).
         fork_feat (bool): must be True: only the feature (segmentation) variant
             exists here.
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=path)`` loads
@@ -410,7 +413,7 @@ class EfficientFormerV2(nn.Module):
 
     def __init__(self, arch='s1', out_indices=(0, 1, 2, 3), resolution=512, drop_rate=0.0,
                  drop_path_rate=None, layer_scale_init_value=1e-5, use_layer_scale=True,
-                 norm_eval=True, fork_feat=True, init_cfg=None, pretrained=None, style=None):
+                 norm_eval=None, fork_feat=True, init_cfg=None, pretrained=None, style=None):
         if not fork_feat:
             raise ValueError('EfficientFormerV2: only the feature backbone (fork_feat=True) is '
                              'implemented, not the ImageNet classifier')
@@ -463,6 +466,8 @@ class EfficientFormerV2(nn.Module):
                 network.append(Embedding(dim, widths[i + 1],
                                          attention_resolution=stage_res if i >= 2 else None))
         self.network = nn.ModuleList(network)   # stages at 0, 2, 4, 6; Embeddings between
+        if norm_eval is None:
+            norm_eval = init_cfg is None and pretrained is None
         self.norm_eval = norm_eval
         self._reset_parameters()
 

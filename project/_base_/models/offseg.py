@@ -15,10 +15,10 @@ model = dict(
     backbone=dict(
         type='efficientformerv2_s2_feat',
         style='pytorch',
-        # The official backbone freezes its nn.BatchNorm2d layers in train(), but when it loads
-        # pretrained weights (every official config) it first turns them into SyncBatchNorm,
-        # which that check misses: in the official runs they train, synchronised across GPUs.
-        norm_eval=False,
+        # norm_eval is left to the backbone's default, the official behaviour: the official
+        # backbone freezes its nn.BatchNorm2d layers in train(), but when it loads pretrained
+        # weights (init_cfg, every official config) it first turns them into SyncBatchNorm, which
+        # that check misses: in the official runs they train, synchronised across GPUs.
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/eformer_v2/eformer_s2_450.pth')),
     decode_head=dict(
         type='OffSegHead',
