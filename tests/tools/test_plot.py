@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from tool_helpers import load_tool
+from tool_helpers import CONFIG, load_tool
 
 from jseg.utils.plot import INSTALL_HINT, MissingDependencyError, new_figure, require_matplotlib, save_figure
 
@@ -48,6 +48,16 @@ def test_missing_matplotlib_is_a_one_line_error_naming_the_install_command(monke
     assert '\n' not in message and message.endswith(INSTALL_HINT) and 'pip install -e .[tools]' in message
     with pytest.raises(MissingDependencyError):
         new_figure(100, 100)
+
+
+def test_analyze_ideal_repr_stops_before_the_analysis_without_matplotlib(tmp_path, capsys, monkeypatch):
+    tool = load_tool('analyze_ideal_repr')
+    for name in MATPLOTLIB_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+    assert tool.main([CONFIG, str(tmp_path / 'model.npz'), '--out-dir', str(tmp_path / 'out')]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f'error: drawing needs matplotlib, which is not installed; install it with: {INSTALL_HINT}\n'
+    assert not os.path.exists(tmp_path / 'out')
 
 
 def similarity(n, seed):
