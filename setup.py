@@ -29,6 +29,6 @@ setup(
     package_data={'jseg.ops': ['csrc/*.h', 'csrc/*.cc', 'csrc/*.cu']},
     python_requires='>=3.8',
     install_requires=read_requirements(),
-    extras_require={'test': ['pytest>=7']},
+    extras_require={'test': ['pytest>=7'], 'tools': ['matplotlib>=3.5']},  # tools: the plotting tools
     license='Non-commercial academic use (see README)',
 )

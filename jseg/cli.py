@@ -4,6 +4,7 @@ import jittor as jt
 from jseg.config import Config, ConfigError, ConfigKeyError
 from jseg.registry import BuildError, RegistryError
 from jseg.runner.checkpoint import CheckpointError
+from jseg.utils.plot import MissingDependencyError
 
 __all__ = ['ERRORS', 'load_config', 'run_from_args', 'select_device']
 
@@ -16,9 +17,9 @@ def _data_error():
         return ()
 
 
-# Failures caused by the user's input: reported as one line, without a traceback.
+# Failures caused by the user's input or setup: reported as one line, without a traceback.
 ERRORS = (ConfigError, ConfigKeyError, RegistryError, BuildError, CheckpointError,
-          FileNotFoundError) + _data_error()
+          FileNotFoundError, MissingDependencyError) + _data_error()
 
 
 def select_device(no_cuda=False):

@@ -16,7 +16,7 @@ work_dirs/<config name>/ideal_repr):
 
 * ideal_repr_similarity.png: one heatmap per class of those cosine
   similarities (images in split order; tick labels are dataset indices), with a
-  colour bar, as the paper's Fig. 3;
+  colour bar, as the paper's Fig. 3 (drawn with matplotlib: pip install -e .[tools]);
 * ideal_repr.json: the metrics, the per-class IoU, the images and matrices.
 
 Images go through the config's test pipeline and are processed whole (also
@@ -137,27 +137,48 @@ def analyse(model, dataset, num_images, images_per_class, progress=True):
     return analysis, info
 
 
-def draw_figure(panels, title):
-    """Heatmaps (one per class, up to six per row, each row ending in a colour bar) -> PIL image."""
-    from jseg.utils.plot import colorbar, compose, heatmap_panel
-    rows = []
-    for start in range(0, len(panels), 6):
-        images = []
-        for i, (name, ids, matrix) in enumerate(panels[start:start + 6]):
-            images.append(heatmap_panel(matrix, title=f'{name} ({len(ids)} images)', row_labels=ids,
-                                        col_labels=ids, vmin=-1.0, vmax=1.0, cmap='coolwarm',
-                                        cell=max(8, 280 // len(ids)),  # every panel about 280 px square
-                                        xlabel='image index', ylabel='image index' if i == 0 else ''))
-        _, top, _, grid_h = images[0].info['grid_box']
-        images.append(colorbar(-1.0, 1.0, 'coolwarm', height=max(im.height for im in images),
-                               label='cosine similarity', margin_top=top, bar_height=grid_h))
-        rows.append(compose(images, pad=10))
-    return compose(rows, columns=1, title=title, pad=10)
+def draw_figure(panels, title, columns=3):
+    """Fig. 3: one cosine-similarity heatmap per class, ``columns`` per row, one shared colour bar.
+
+    Args:
+        panels (list[tuple[str, list[int], np.ndarray]]): (class name, dataset indices of its images,
+            (n, n) cosine similarities of the class's W* rows in those images).
+        title (str): the figure title.
+
+    Returns:
+        matplotlib.figure.Figure: about 300 x 300 px per panel, colours from -1 (blue) to 1 (red).
+    """
+    from matplotlib.colors import Normalize
+
+    from jseg.utils.plot import new_figure
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = new_figure(300 * columns + 120, 300 * rows + 70)
+    grid = figure.subplots(rows, columns, squeeze=False)
+    norm = Normalize(vmin=-1.0, vmax=1.0)
+    image = None
+    for ax, (name, ids, matrix) in zip(grid.flat, panels):
+        image = ax.imshow(np.asarray(matrix, dtype=np.float64), cmap='coolwarm', norm=norm, interpolation='nearest')
+        ticks = np.arange(len(ids))
+        step = max(1, -(-len(ids) // 10))  # at most ten tick labels per axis
+        ax.set_xticks(ticks[::step], [str(i) for i in ids][::step], fontsize=7, rotation=90)
+        ax.set_yticks(ticks[::step], [str(i) for i in ids][::step], fontsize=7)
+        ax.set_title(f'{name} ({len(ids)} images)', fontsize=10)
+        ax.set_xlabel('image index', fontsize=8)
+        ax.set_ylabel('image index', fontsize=8)
+    for ax in grid.flat[len(panels):]:
+        ax.set_axis_off()
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout(rect=(0, 0, 0.9, 1))
+    bar = figure.add_axes((0.91, 0.15, 0.02, 0.7))
+    figure.colorbar(image, cax=bar, label='cosine similarity')
+    return figure
 
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_tool(run, args, no_cuda=args.no_cuda)  # UnsupportedHeadError is a ConfigError
+    # UnsupportedHeadError is a ConfigError; a missing matplotlib is a MissingDependencyError (jseg.cli.ERRORS)
+    return run_tool(run, args, no_cuda=args.no_cuda)
 
 
 def run(args):
@@ -168,7 +189,8 @@ def run(args):
     from jseg.evaluation import format_metrics_table
     from jseg.registry import DATASETS
     from jseg.utils.fileio import atomic_write_text
-    from jseg.utils.plot import save_png
+    from jseg.utils.plot import require_matplotlib, save_figure
+    require_matplotlib()  # before the analysis, not after it
     device = select_device(args.no_cuda)
     cfg = load_config(args.config, args.cfg_options)
     if not osp.isfile(args.checkpoint):
@@ -215,7 +237,7 @@ def run(args):
     out_dir = args.out_dir or osp.join('work_dirs', cfg.name, 'ideal_repr')
     title = (f'Cosine similarity of ideal class representations W* = M (E^T)^+ across images - {cfg.name}, '
              f'reconstruction mIoU {100 * metrics["mIoU"]:.1f}%')
-    png = save_png(draw_figure(panels, title), osp.join(out_dir, PNG_NAME))
+    png = save_figure(draw_figure(panels, title), osp.join(out_dir, PNG_NAME))
     report = dict(config=cfg.name, checkpoint=args.checkpoint, split=args.split, num_images=metrics['num_images'],
                   head=info['head'], classifier=info['classifier'], channels=info['channels'],
                   reconstruction=dict(aAcc=metrics['aAcc'], mIoU=metrics['mIoU'], mAcc=metrics['mAcc'],

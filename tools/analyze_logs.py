@@ -2,7 +2,7 @@
 
     python tools/analyze_logs.py work_dirs/exp/logs/20250101_120000.jsonl
     python tools/analyze_logs.py run_a.jsonl run_b.jsonl --keys loss decode.acc_seg mIoU --out curves.png
-    python tools/analyze_logs.py work_dirs/exp_a work_dirs/exp_b --legend baseline offset
+    python tools/analyze_logs.py work_dirs/exp_a work_dirs/exp_b --legend baseline offset --log-scale loss lr
 
 Each LOG is a ``<work_dir>/logs/<time>.jsonl`` file, or a work dir / its
 ``logs`` folder (all its ``.jsonl`` logs, oldest first, joined: a run resumed
@@ -10,11 +10,13 @@ into the same work dir continues its curve). Records are
 ``{"mode": "train", "iter", "lr", "loss", "decode.loss_ce", "decode.acc_seg", "time", ...}``
 and ``{"mode": "val", "iter", "aAcc", "mIoU", "mAcc"}``.
 
-One panel per ``--keys`` entry (default: loss, lr, mIoU), stacked in one PNG,
-one curve per log against the iteration: train keys from train records, val
-keys from val records. Validation metrics are logged as fractions and plotted
-in percent. A key no log has is an error listing the keys there are. A summary
-per log is printed (last loss, best mIoU and its iteration).
+One panel per ``--keys`` entry (default: loss, lr, mIoU), stacked in one PNG
+drawn with matplotlib (``pip install -e .[tools]``), one curve per log against
+the iteration with a legend: train keys from train records, val keys from val
+records (with markers, as validation is sparse). Validation metrics are logged
+as fractions and plotted in percent. ``--log-scale`` puts the named panels on a
+logarithmic y axis. A key no log has is an error listing the keys there are. A
+summary per log is printed (last loss, best mIoU and its iteration).
 """
 import argparse
 import glob
@@ -26,7 +28,8 @@ import sys
 from tool_common import ArgumentParser  # noqa: E402  (puts the checkout on sys.path)
 
 PERCENT_KEYS = ('aAcc', 'mIoU', 'mAcc')
-PANEL_SIZE = (860, 300)  # (width, height) of one panel
+PANEL_SIZE = (860, 300)  # (width, height) of one panel, pixels at DPI
+DPI = 100
 NOT_PLOTTED = ('mode', 'iter', 'eta_seconds')
 
 
@@ -44,7 +47,12 @@ def parse_args(argv=None):
                         help='a name per LOG (default: <work dir>/<log time> or the file name)')
     parser.add_argument('--out', default='curves.png', help='the PNG to write (default: %(default)s)')
     parser.add_argument('--title', default=None, help='figure title (default: training curves)')
+    parser.add_argument('--log-scale', nargs='+', default=[], metavar='KEY',
+                        help='keys whose panel has a logarithmic y axis (e.g. --log-scale loss lr)')
     args = parser.parse_args(argv)
+    unknown = [key for key in args.log_scale if key not in args.keys]
+    if unknown:
+        parser.error(f'--log-scale {" ".join(unknown)}: not among --keys ({" ".join(args.keys)})')
     if args.legend is not None and len(args.legend) != len(args.logs):
         parser.error(f'--legend needs one name per log ({len(args.logs)}), got {len(args.legend)}')
     return args
@@ -128,29 +136,48 @@ def summary(label, records):
     return ': '.join(parts[:2]) + (', ' + ', '.join(parts[2:]) if len(parts) > 2 else '')
 
 
-def plot(logs, labels, keys, title=None):
-    """The figure (PIL image): one panel per key, one curve per log."""
-    from jseg.utils.plot import Series, compose, line_panel
+def plot(logs, labels, keys, title=None, log_scale=()):
+    """The matplotlib Figure: one panel (axes) per key, stacked, one labelled curve per log.
+
+    Args:
+        logs (list[list[dict]]): the records of each log.
+        labels (list[str]): the legend name of each log.
+        keys (list[str]): one panel each, top to bottom.
+        log_scale (Iterable[str]): keys whose panel has a logarithmic y axis.
+    """
+    from jseg.utils.plot import new_figure
     known = available_keys(logs)
-    panels = []
+    curves = []
     for key in keys:
-        series = []
-        for records, label in zip(logs, labels):
-            iters, values = curve(records, key)
-            if iters:
-                series.append(Series(iters, values, label))
-        if not series:
+        lines = [(label, *curve(records, key)) for records, label in zip(logs, labels)]
+        lines = [line for line in lines if line[1]]
+        if not lines:
             raise LogError(f'no log has {key!r}; keys in the logs: {", ".join(known)}')
-        ylabel = f'{key} (%)' if key in PERCENT_KEYS else key
-        panels.append(line_panel(series, title=key, xlabel='iteration', ylabel=ylabel, size=PANEL_SIZE,
-                                 xlim=(0, None)))
-    return compose(panels, columns=1, title=title or 'training curves')
+        curves.append(lines)
+    width, height = PANEL_SIZE
+    figure = new_figure(width, height * len(keys), dpi=DPI)
+    axes = figure.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, key, lines in zip(axes, keys, curves):
+        validation = any(r['mode'] == 'val' and key in r for records in logs for r in records)
+        for label, iters, values in lines:
+            ax.plot(iters, values, label=label, marker='o' if validation else None, markersize=3, linewidth=1.2)
+        ax.set_ylabel(f'{key} (%)' if key in PERCENT_KEYS else key)
+        if key in log_scale:
+            ax.set_yscale('log')
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc='best', fontsize=8)
+    axes[-1].set_xlabel('iteration')
+    axes[-1].set_xlim(left=0)
+    figure.suptitle(title or 'training curves')
+    figure.tight_layout()
+    return figure
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from jseg.utils.plot import save_png
+    from jseg.utils.plot import MissingDependencyError, require_matplotlib, save_figure
     try:
+        require_matplotlib()
         logs, labels = [], []
         for index, item in enumerate(args.logs):
             records = []
@@ -158,14 +185,15 @@ def main(argv=None):
                 records.extend(read_records(path))
             logs.append(records)
             labels.append(args.legend[index] if args.legend else default_label(item))
-        figure = plot(logs, labels, args.keys, args.title)
-    except (LogError, OSError) as err:
+        figure = plot(logs, labels, args.keys, args.title, args.log_scale)
+    except (LogError, OSError, MissingDependencyError) as err:
         sys.stderr.write(f'error: {err}\n')
         return 1
     for label, records in zip(labels, logs):
         print(summary(label, records))
-    save_png(figure, args.out)
-    print(f'wrote {args.out} ({figure.width}x{figure.height}, panels: {", ".join(args.keys)})')
+    save_figure(figure, args.out)
+    width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)
+    print(f'wrote {args.out} ({width}x{height}, panels: {", ".join(args.keys)})')
     return 0
 
 
