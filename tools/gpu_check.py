@@ -143,7 +143,7 @@ def judge(step, rc, output):
             return False, f'{counts["skipped"]} CUDA test(s) skipped: {last}'
         return True, last
     if step.expect == 'miou':
-        found = re.findall(r'mIoU[^0-9\n]*([0-9.]+)', output)
+        found = re.findall(r'\bmIoU: ([0-9.]+)', output)
         return (True, f'mIoU {found[-1]}') if found else (False, f'no mIoU in the output: {last}')
     return True, last
 
