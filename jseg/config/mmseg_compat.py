@@ -43,7 +43,7 @@ __all__ = ['KNOWN_TOP_LEVEL_KEYS', 'resolve_runtime_keys']
 JSEG_KEYS = frozenset({
     'model', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'test_evaluator',
     'optim_wrapper', 'param_scheduler', 'max_iters', 'eval_interval', 'checkpoint_interval', 'log_interval',
-    'max_keep_ckpts', 'save_best', 'custom_hooks', 'load_from', 'use_fused_ops', 'seed',
+    'max_keep_ckpts', 'save_best', 'custom_hooks', 'load_from', 'load_strict', 'use_fused_ops', 'seed',
     'tta_model', 'tta_pipeline', 'train_pipeline', 'test_pipeline', 'dataset_type', 'data_root', 'crop_size',
     'data_preprocessor', 'norm_cfg', 'batch_size_per_process',
 })
