@@ -5,6 +5,8 @@ averaged per image); pixels labelled ``ignore_index`` are skipped. A class
 absent from both predictions and labels has IoU NaN; a class absent from the
 labels has Acc NaN; NaNs are left out of the means (``np.nanmean``).
 """
+import os.path as osp
+
 import numpy as np
 
 from jseg.config import ConfigError
@@ -159,9 +161,12 @@ class IoUMetric:
             result always holds aAcc, mIoU and mAcc (mmseg leaves mIoU out unless named).
         nan_to_num (float | None): per-class NaNs become this number before the means.
         beta (float): the F-score's beta.
-        format_only, output_dir: mmseg's test-server output; not supported (use
-            ``--task=test --save-dir``), an error when set.
-        collect_device, prefix: accepted; jseg gathers on the CPU and names metrics without prefix.
+        output_dir (str | None): also write each prediction as ``<output_dir>/<image name>.png``
+            (uint8 class indices, +1 when the sample has ``reduce_zero_label``: ADE20K's
+            0..150 ids of the test server), as mmseg's IoUMetric does.
+        format_only (bool): only write the predictions (needs ``output_dir``); no metrics.
+        collect_device, prefix: only the defaults ('cpu', None); jseg gathers on the CPU
+            and names metrics without prefix.
     """
 
     def __init__(self, num_classes=None, ignore_index=255, iou_metrics=('mIoU',), nan_to_num=None,
@@ -170,9 +175,8 @@ class IoUMetric:
         unsupported = set(iou_metrics) - {'mIoU', 'mDice', 'mFscore'}
         if unsupported:
             raise ConfigError(f'IoUMetric: unknown iou_metrics {sorted(unsupported)}')
-        if format_only or output_dir is not None:
-            raise ConfigError('IoUMetric: format_only/output_dir are not supported; write predictions with '
-                             '--task=test --save-dir (labels/<name>.png)')
+        if format_only and not output_dir:
+            raise ConfigError('IoUMetric: format_only=True needs output_dir (where the predictions are written)')
         if collect_device != 'cpu':
             raise ConfigError(f'IoUMetric: collect_device={collect_device!r} is not supported (use \'cpu\')')
         if prefix:
@@ -182,11 +186,15 @@ class IoUMetric:
         self.iou_metrics = tuple(iou_metrics)
         self.nan_to_num = nan_to_num
         self.beta = beta
+        self.output_dir = output_dir
+        self.format_only = bool(format_only)
         self.reset()
 
     @property
     def metric_names(self):
         """The scalar metrics :meth:`compute` returns (``save_best`` may name any of them)."""
+        if self.format_only:
+            return []
         names = ['aAcc', 'mIoU', 'mAcc']
         if 'mDice' in self.iou_metrics:
             names.append('mDice')
@@ -199,8 +207,27 @@ class IoUMetric:
         self.plain_count = 0    # how many of those
         self.by_sample = {}     # sample_idx -> (4, K) areas
 
+    def save_prediction(self, pred, meta):
+        """Write one (H, W) prediction to ``output_dir`` as mmseg does (nothing without ``output_dir``).
+
+        ``meta`` gives ``img_path`` (the file name) and ``reduce_zero_label`` (add 1).
+        """
+        if not self.output_dir:
+            return
+        from jseg.visualization import write_label_map
+        name = osp.splitext(osp.basename(meta['img_path']))[0] + '.png'
+        mask = np.asarray(pred).astype(np.int64)
+        if meta.get('reduce_zero_label', False):
+            mask = mask + 1
+        write_label_map(osp.join(osp.abspath(self.output_dir), name), mask.astype(np.uint8))
+
     def process(self, pred, label, sample_idx=None):
-        """Add one (H, W) prediction and its (H, W) label (a repeated ``sample_idx`` counts once)."""
+        """Add one (H, W) prediction and its (H, W) label (a repeated ``sample_idx`` counts once).
+
+        With ``format_only`` nothing is accumulated.
+        """
+        if self.format_only:
+            return
         if self.num_classes is None:
             raise ValueError('IoUMetric.num_classes is not set')
         areas = np.stack(intersect_and_union(pred, label, self.num_classes, self.ignore_index))
@@ -226,7 +253,9 @@ class IoUMetric:
         return (dense[counted] // seen[counted, None, None]).sum(0), int(counted.sum())
 
     def compute(self):
-        """Metrics over everything processed on every MPI rank."""
+        """Metrics over everything processed on every MPI rank (``{}`` with ``format_only``)."""
+        if self.format_only:
+            return {}
         plain = self.totals if self.totals is not None else np.zeros((4, self.num_classes), np.int64)
         plain = all_reduce_sum(plain)
         indexed, count = self._indexed_totals()

@@ -347,7 +347,7 @@ class Runner:
         return METRICS.build(cfg)
 
     def _validate(self, loader, writer=None):
-        metrics = self.evaluate(loader)
+        metrics = self.evaluate(loader) or {}  # {} with format_only
         if writer is not None:
             writer.write_val(self.iteration, metrics)
         self._track_best(metrics)
@@ -412,6 +412,7 @@ class Runner:
                 for i, seg_logits in enumerate(logits):
                     pred = jt.argmax(seg_logits, 0)[0].numpy().astype(np.uint8 if seg_logits.shape[0] <= 256
                                                                      else np.int32)
+                    metric.save_prediction(pred, view['metas'][i])  # only with its output_dir
                     if view.get('gt_seg') is not None:
                         h, w = pred.shape
                         metric.process(pred, np.asarray(view['gt_seg'][i])[:h, :w],
@@ -422,7 +423,11 @@ class Runner:
                 jt.clean_graph()
         if labelled == 0 and save_dir is not None:
             return None
-        return metric.compute()
+        metrics = metric.compute()
+        if getattr(metric, 'format_only', False):
+            self.logger.info(f'format_only: predictions written to {osp.abspath(metric.output_dir)}, no metrics')
+            return None
+        return metrics
 
     def val(self):
         self._set_seed(self.seed)
@@ -431,7 +436,8 @@ class Runner:
         load_state_dict(model, state, require_all=self._load_strict(), logger=self.logger, source=path)
         loader = self.build_dataloader('val_dataloader', training=False)
         metrics = self.evaluate(loader)
-        self._report(metrics, loader.dataset, path, 'val')
+        if metrics is not None:
+            self._report(metrics, loader.dataset, path, 'val')
         return metrics
 
     def test(self):

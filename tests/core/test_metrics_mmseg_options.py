@@ -1,4 +1,4 @@
-"""IoUMetric's mmseg options: mDice, mFscore with beta, nan_to_num; unsupported ones rejected.
+"""IoUMetric's mmseg options: mDice, mFscore with beta, nan_to_num, output_dir/format_only; others rejected.
 
 The expected numbers are worked by hand from mmseg 1.2.2's definitions
 (``IoUMetric.total_area_to_metrics``): Dice = 2I/(P+L), Precision = I/P, Recall = I/L,
@@ -57,13 +57,31 @@ def test_metric_names_follow_iou_metrics():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(format_only=True), 'format_only'), (dict(output_dir='out'), 'output_dir'),
+    (dict(format_only=True), 'format_only=True needs output_dir'),
     (dict(iou_metrics=['mAP']), 'mAP'), (dict(collect_device='gpu'), 'collect_device'),
     (dict(prefix='val'), 'prefix'),
 ])
 def test_unsupported_options_are_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         IoUMetric(**kwargs)
+
+
+def test_output_dir_writes_test_server_pngs(tmp_path):
+    import cv2
+    pred = np.array([[0, 1], [2, 149]])
+    metric = IoUMetric(num_classes=150, output_dir=str(tmp_path / 'out'), format_only=True)
+    metric.save_prediction(pred, dict(img_path='/data/ADE_test_00000001.jpg', reduce_zero_label=True))
+    metric.save_prediction(pred, dict(img_path='/data/plain.jpg', reduce_zero_label=False))
+    metric.process(pred, pred)  # format_only: nothing is accumulated, no metrics
+    assert metric.compute() == {} and metric.metric_names == []
+    ade = cv2.imread(str(tmp_path / 'out' / 'ADE_test_00000001.png'), cv2.IMREAD_UNCHANGED)
+    assert ade.dtype == np.uint8 and ade.tolist() == [[1, 2], [3, 150]]  # ADE20K's ids: 0 is "other"
+    plain = cv2.imread(str(tmp_path / 'out' / 'plain.png'), cv2.IMREAD_UNCHANGED)
+    assert plain.tolist() == pred.tolist()
+    # without format_only the metrics are computed as well
+    metric = IoUMetric(num_classes=150, output_dir=str(tmp_path / 'out2'))
+    metric.process(pred, pred)
+    assert metric.compute()['aAcc'] == 1.0
 
 
 def _runner(tmp_path, save_best, iou_metrics):
