@@ -40,7 +40,9 @@ def overrides(data_root):
     * data: the generated shapes dataset (ADE20K's layout, so the shipped ADE20KDataset and its 150
       classes stay) on 64x64 crops, the global batch ``GLOBAL_BATCH``, no worker processes, no
       validation;
-    * no pretrained backbone (offline; the recipe is the same from any starting point);
+    * no pretrained backbone (offline; the recipe is the same from any starting point), with
+      ``norm_eval=False`` stated, since the backbone's default follows the official code and trains
+      its BatchNorms only when it starts from pretrained weights;
     * head dropout 0: each rank draws its own dropout masks, so no run with another process count
       could match (the backbone of OffSeg-T has no drop path);
     * a constant learning rate: the shipped warm-up starts at 6e-11, too small for two steps to
@@ -54,6 +56,7 @@ def overrides(data_root):
         'val_dataloader': None,
         'model.data_preprocessor.size': CROP,
         'model.backbone.init_cfg': None,
+        'model.backbone.norm_eval': False,   # what the shipped config gets from its init_cfg
         'model.decode_head.dropout_ratio': 0.0,
         'param_scheduler': [],
         'max_iters': 2, 'checkpoint_interval': 1, 'log_interval': 1,

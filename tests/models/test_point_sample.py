@@ -108,3 +108,12 @@ def test_uncertain_points_default_rand_and_bad_ratios():
         get_uncertain_point_coords_with_randomness(logits, 8, 3.0, 1.5)
     with pytest.raises(ValueError, match=r'\(N, 1, H, W\)'):
         get_uncertain_point_coords_with_randomness(jt.zeros((2, 2, 4, 6)), 8, 3.0, 0.75)
+
+
+def test_uncertain_points_leave_the_callers_gradient_alone():
+    # Sampling points must not cut the gradient of the masks it looks at (Jittor's stop_grad()
+    # marks a Var in place): the caller samples the same masks again for the loss.
+    masks = jt.array(np.random.RandomState(3).standard_normal((2, 1, 4, 6)).astype(np.float32))
+    get_uncertain_point_coords_with_randomness(masks, 4, 2.0, 0.5)
+    grad = jt.grad(masks.sum() * 2.0, masks)
+    np.testing.assert_allclose(grad.numpy(), np.full((2, 1, 4, 6), 2.0, np.float32))

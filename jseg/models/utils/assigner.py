@@ -246,9 +246,9 @@ class HungarianAssigner:
                 groups.setdefault(k, []).append(j)
         costs = [None] * len(gt_labels)
         for k, members in groups.items():
-            cls = _stack([cls_scores[j].stop_grad().float32() for j in members])            # (n, Q, K+1)
-            preds = _stack([mask_points[j].stop_grad().float32() for j in members])         # (n, Q, P)
-            gts = _stack([gt_points[j].stop_grad().float32() for j in members])             # (n, k, P)
+            cls = _stack([cls_scores[j].detach().float32() for j in members])            # (n, Q, K+1)
+            preds = _stack([mask_points[j].detach().float32() for j in members])         # (n, Q, P)
+            gts = _stack([gt_points[j].detach().float32() for j in members])             # (n, k, P)
             labels = jt.array(np.stack([np.asarray(gt_labels[j], np.int32) for j in members]))  # (n, k)
             total = None
             for cost in self.match_costs:

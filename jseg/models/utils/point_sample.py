@@ -77,7 +77,7 @@ def get_uncertain_point_coords_with_randomness(mask_preds, num_points, oversampl
     num_sampled = int(num_points * oversample_ratio)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
-    mask_preds = mask_preds.stop_grad()
+    mask_preds = mask_preds.detach()  # detach, not stop_grad: that would cut the caller's gradient in place
     coords = jt.array(rand((batch, num_sampled, 2))).float32().stop_grad()  # (N, S, 2)
     logits = point_sample(mask_preds, coords)                                # (N, 1, S)
     uncertainty = -logits[:, 0].abs()                                        # (N, S)
