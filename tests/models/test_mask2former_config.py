@@ -185,20 +185,31 @@ def data_root(tmp_path_factory):
     return generate_demo_dataset(root, num_train=4, num_val=2, size=(64, 96), seed=3)
 
 
-def options(data_root):
+def options(data_root, head_type):
     return ['--cfg-options', f"train_dataloader.dataset.data_root='{data_root}'",
-            f"val_dataloader.dataset.data_root='{data_root}'", f"test_dataloader.dataset.data_root='{data_root}'"]
+            f"val_dataloader.dataset.data_root='{data_root}'", f"test_dataloader.dataset.data_root='{data_root}'",
+            f"model.decode_head.type='{head_type}'"]
+
+
+@pytest.fixture(scope='module', params=['Mask2FormerHead', 'Mask2FormerHeadOffsetLearning'])
+def head_type(request):
+    """Both systems of Table 5 go through run_net: the baseline head and the offset-learning one."""
+    return request.param
 
 
 @pytest.fixture(scope='module')
-def trained(data_root, tmp_path_factory):
+def trained(data_root, head_type, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('work'))
-    assert run_net.main(['--config-file', TINY, '--task=train', '--work-dir', work, *options(data_root)]) == 0
+    assert run_net.main(['--config-file', TINY, '--task=train', '--work-dir', work,
+                         *options(data_root, head_type)]) == 0
     return work
 
 
-def test_run_net_trains_and_logs_the_30_loss_terms(trained):
+def test_run_net_trains_and_logs_the_30_loss_terms(trained, head_type):
     assert os.path.isfile(os.path.join(trained, 'iter_2.npz'))
+    with np.load(os.path.join(trained, 'iter_2.npz')) as ckpt:
+        has_offset_learning = any('offset_learning.cls_offset_proj' in name for name in ckpt.files)
+    assert has_offset_learning == (head_type == 'Mask2FormerHeadOffsetLearning')
     records = [json.loads(line) for path in glob.glob(os.path.join(trained, 'logs', '*.jsonl'))
                for line in open(path)]
     train = [r for r in records if r['mode'] == 'train']
@@ -209,13 +220,13 @@ def test_run_net_trains_and_logs_the_30_loss_terms(trained):
     assert [r for r in records if r['mode'] == 'val'][0]['iter'] == 2
 
 
-def test_run_net_val_and_test(trained, data_root, tmp_path):
+def test_run_net_val_and_test(trained, data_root, head_type, tmp_path):
     ckpt = os.path.join(trained, 'iter_2.npz')
     assert run_net.main(['--config-file', TINY, '--task=val', f'--resume={ckpt}', '--work-dir', trained,
-                         *options(data_root)]) == 0
+                         *options(data_root, head_type)]) == 0
     result = json.load(open(sorted(glob.glob(os.path.join(trained, 'val_*.json')))[-1]))
     assert result['num_samples'] == 2 and 0 <= result['mIoU'] <= 1
     save = str(tmp_path / 'pred')
     assert run_net.main(['--config-file', TINY, '--task=test', f'--load-from={ckpt}', '--work-dir', trained,
-                         f'--save-dir={save}', *options(data_root)]) == 0
+                         f'--save-dir={save}', *options(data_root, head_type)]) == 0
     assert len(glob.glob(os.path.join(save, 'labels', '*.png'))) == 2
