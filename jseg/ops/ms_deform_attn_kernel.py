@@ -30,7 +30,7 @@ Speed and memory against the pure-Jittor composition: run
 """
 import jittor as jt
 
-from .csrc_source import read_source
+from .csrc_bundle import bundle_source
 from .ms_deform_attn import _check
 
 __all__ = ['ms_deform_attn_fused', 'MSDeformAttnFunction', 'MAX_LEVELS']
@@ -39,11 +39,11 @@ MAX_LEVELS = 16   # jseg_msda::MAX_LEVELS in ms_deform_attn_common.h
 
 
 def _cpu_header():
-    return read_source('ms_deform_attn_common.h') + read_source('ms_deform_attn_cpu.h')
+    return bundle_source('ms_deform_attn_cpu.h')
 
 
 def _cuda_header():
-    return read_source('ms_deform_attn_common.h') + read_source('ms_deform_attn_cuda.cuh')
+    return bundle_source('ms_deform_attn_cuda.cuh')
 
 
 # Every source reads the sizes from value (in{V}), the locations (in{LOC}) and the level sizes from data.

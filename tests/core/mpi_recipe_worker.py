@@ -56,7 +56,7 @@ def overrides(data_root):
         'val_dataloader': None,
         'model.data_preprocessor.size': CROP,
         'model.backbone.init_cfg': None,
-        'model.backbone.norm_eval': False,   # what the shipped config gets from its init_cfg
+        '+model.backbone.norm_eval': False,   # what the shipped config gets from its init_cfg
         'model.decode_head.dropout_ratio': 0.0,
         'param_scheduler': [],
         'max_iters': 2, 'checkpoint_interval': 1, 'log_interval': 1,

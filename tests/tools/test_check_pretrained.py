@@ -118,7 +118,7 @@ def test_good_file_wrong_keys_wrong_hash_and_unreadable(tmp_path, capsys):
 
     unreadable = rows['pretrained/segformer/mit_b0_20220624-7e0fe6dd.pth']
     assert unreadable['status'] == 'unreadable' and unreadable['tensors'] == '-'
-    assert any('cannot read checkpoint' in d for d in unreadable['details'])
+    assert any('mit_b0_20220624-7e0fe6dd.pth' in d and 'not a readable zip archive' in d for d in unreadable['details'])
 
     mine = rows[f'pretrained/mine/mine_20240101-{digest}.pth']
     assert mine['backbone'] == '(not catalogued)' and mine['status'] == 'ok'

@@ -1,5 +1,5 @@
 // Multi-scale deformable attention: CPU kernels (OpenMP), called from the
-// jt.code cpu_src of jseg/ops/ms_deform_attn_kernel.py. Needs ms_deform_attn_common.h.
+// jt.code cpu_src of jseg/ops/ms_deform_attn_kernel.py.
 //
 // forward:  parallel over (b, q): a task writes the output row out[b, q, :]
 //           (nH*D values); for each head, level and point it adds
@@ -15,6 +15,8 @@
 // region can wait a whole scheduler slice for a second core on a busy machine.
 #ifndef JSEG_MS_DEFORM_ATTN_CPU_H
 #define JSEG_MS_DEFORM_ATTN_CPU_H
+
+#include "ms_deform_attn_common.h"
 
 namespace jseg_msda {
 

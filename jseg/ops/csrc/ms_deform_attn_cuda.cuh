@@ -1,5 +1,5 @@
 // Multi-scale deformable attention: CUDA kernels, launched from the jt.code
-// cuda_src of jseg/ops/ms_deform_attn_kernel.py. Needs ms_deform_attn_common.h.
+// cuda_src of jseg/ops/ms_deform_attn_kernel.py.
 //
 // forward:  one thread per output element (b, q, head, d), summing over levels
 //           and points (as mmcv's im2col kernel).
@@ -11,6 +11,8 @@
 //           separate kernel first.
 #ifndef JSEG_MS_DEFORM_ATTN_CUDA_CUH
 #define JSEG_MS_DEFORM_ATTN_CUDA_CUH
+
+#include "ms_deform_attn_common.h"
 
 namespace jseg_msda {
 
