@@ -228,9 +228,8 @@ class Mask2FormerLoss(nn.Module):
         matched = mask_pred.reshape(batch * num_queries, h, w)[jt.array(np.asarray(flat_queries, np.int64))]
         matched = matched.unsqueeze(1)                                  # (N, 1, h, w)
         target = jt.concat(targets, dim=0) if len(targets) > 1 else targets[0]   # (N, 1, H, W)
-        # a detached copy: Jittor's stop_grad() marks a Var in place, and the sampler stops its input
         points = get_uncertain_point_coords_with_randomness(
-            matched.detach(), self.num_points, self.oversample_ratio, self.importance_sample_ratio, rand=_Replay(draws))
+            matched, self.num_points, self.oversample_ratio, self.importance_sample_ratio, rand=_Replay(draws))
         target_points = point_sample(target, points)[:, 0].stop_grad()          # (N, P)
         pred_points = point_sample(matched, points)[:, 0]                       # (N, P)
         loss_dice = self.loss_dice(pred_points, target_points, avg_factor=num_total_masks)
