@@ -2,6 +2,7 @@
 
     python tools/benchmark.py project/offseg/tiny/offset_learning_tiny_512x512_ade_160k.py --shape 512 512
     python tools/benchmark.py CONFIG --train --batch 2 --runs 10 --warmup 2
+    python tools/benchmark.py CONFIG --shape 512 512 --train --batch 2 --breakdown --json times.json
 
 The model is built from the config with its constructors' initialisation (no
 checkpoint is needed: timing does not depend on the weights) and fed a
@@ -10,7 +11,8 @@ synthetic uint8 batch of random pixels.
 * Inference: ``model(batch, mode='predict')`` under ``no_grad``, exactly what
   validation runs: preprocessing (normalisation, padding), whole or
   sliding-window inference as the config's ``test_cfg`` says, and resizing the
-  logits to the image size. The default size is that of a square image after
+  logits to the image size; then the argmax over classes (the label map, as
+  mmseg's ``predict`` ends). The default size is that of a square image after
   the test pipeline's ``Resize`` (its short-side scale when ``keep_ratio``, e.g.
   512x512 for the ``*_512x512_ade`` configs; else the slide crop or the
   preprocessor's size); ``--shape H W`` sets another. The backbone
@@ -20,15 +22,23 @@ synthetic uint8 batch of random pixels.
   config's optimizer (``optim_wrapper``, with its gradient clipping), on a batch
   at the training crop size (the train pipeline's ``RandomCrop``) with
   random block labels.
+* ``--breakdown``: the time of each stage (preprocessing, backbone, each
+  decode-head module, FreqFusion's CARAFE calls and sampler, the final resize,
+  argmax; for training each stage's forward+backward alone, the loss and the
+  optimizer step), printed with its share of the total; see
+  ``tools/benchmark_stages.py`` for how stages are found and timed.
 
 Each measurement runs ``--warmup`` untimed calls (Jittor compiles kernels on
 first use), then ``--runs`` timed calls, each between two
 ``jt.sync_all(True)``; the median is reported, with min/max, images/s and the
 process CPU time (all threads; less sensitive to other processes on a shared
 machine). The lines ``inference median: <s> s`` and ``train iter median: <s> s``
-are meant to be read by scripts. Runs on CUDA when Jittor has it (``--no-cuda``
-forces the CPU). Other load on the machine slows every number: the 1-minute
-load average is printed.
+are meant to be read by scripts, and ``--json`` writes ``{"inference": {"shape",
+"runs", "total": {"median", "min", "max", "cpu_median", ...}, "stages": {...}},
+"train": {...}, "cpu": {"model", "flags"}, "threads", ...}`` (the layout
+``tools/dev/compare_speed.py`` reads, for jseg and for the official model).
+Runs on CUDA when Jittor has it (``--no-cuda`` forces the CPU). Other load on
+the machine slows every number: the 1-minute load average is printed.
 """
 import argparse
 import json
@@ -55,6 +65,8 @@ def parse_args(argv=None):
                         help='untimed calls first, for JIT compilation (default: %(default)s)')
     parser.add_argument('--train', action='store_true',
                         help='also time a training iteration (forward, backward, optimizer step)')
+    parser.add_argument('--breakdown', action='store_true',
+                        help='also time each stage (backbone, head modules, CARAFE, sampler, resize, loss, ...)')
     parser.add_argument('--no-cuda', action='store_true', help='run on the CPU even if CUDA works')
     parser.add_argument('--json', default=None, metavar='FILE', help='also write the results to FILE')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
@@ -137,7 +149,7 @@ class Timing:
 
     def as_dict(self, batch):
         return dict(median=self.median, min=min(self.wall), max=max(self.wall),
-                    cpu_median=statistics.median(self.cpu), images_per_s=batch / self.median, runs=self.wall)
+                    cpu_median=statistics.median(self.cpu), images_per_s=batch / self.median, times=self.wall)
 
 
 def time_calls(fn, runs, warmup):
@@ -175,7 +187,7 @@ def bench_inference(model, batch, runs, warmup):
 
     def infer():
         with jt.no_grad():
-            jt.sync(model(batch, mode='predict'))
+            jt.sync([logits.argmax(0)[0] for logits in model(batch, mode='predict')])
 
     inference = time_calls(infer, runs, warmup)
     inputs, _, _ = model.data_preprocessor(batch, training=False)
@@ -221,8 +233,7 @@ def _describe_device():
     import jittor as jt
     if jt.flags.use_cuda:
         return 'cuda'
-    threads = os.environ.get('OMP_NUM_THREADS') or str(os.cpu_count())
-    return f'cpu ({threads} threads)'
+    return f'cpu ({_threads()} threads)'
 
 
 def _timing_line(name, timing, batch):
@@ -230,9 +241,17 @@ def _timing_line(name, timing, batch):
             f'  | {batch / timing.median:.2f} images/s  | cpu {statistics.median(timing.cpu):.4f} s')
 
 
+def _print_stages(title, stages, total):
+    from benchmark_stages import stage_table
+    print(f'{title} stages (median s, share of the total {total:.4f} s):')
+    for line in stage_table(stages, total):
+        print(line)
+
+
 def run(args):
     import jittor as jt
 
+    from benchmark_stages import cpu_info, time_inference_stages, time_train_stages
     from jseg.apis import init_model
     from jseg.cli import load_config, select_device
     from jseg.utils.flops import count_parameters
@@ -244,6 +263,7 @@ def run(args):
     jt.sync_all(True)  # initialise the parameters now, not inside the first (warm-up) call
     params = count_parameters(model)
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    cpu = cpu_info()
 
     head = getattr(model, 'decode_head', None)
     backbone = getattr(model, 'backbone', None)
@@ -251,9 +271,12 @@ def run(args):
     print(f'model: {type(model).__name__} ({type(backbone).__name__} + {type(head).__name__}), '
           f'{params / 1e6:.2f}M parameters, constructor initialisation')
     print(f'device: {_describe_device()}, Jittor {jt.__version__}, load average {load:.2f} at start')
+    if not jt.flags.use_cuda:
+        print(f'cpu: {cpu["model"] or "unknown"} ({" ".join(cpu["flags"]) or "no vector extensions listed"})')
     print(f'runs: {args.runs} timed after {args.warmup} warm-up, median reported')
 
-    results = dict(config=cfg.name, device=device, load_average=load, params=params, batch=args.batch)
+    results = dict(side='jseg', config=cfg.name, device=device, cpu=cpu, threads=_threads(),
+                   versions=dict(jittor=jt.__version__), load_average=load, params=params, batch=args.batch)
     batch = synthetic_batch(args.batch, *shape)
     inference, backbone_time, windows = bench_inference(model, batch, args.runs, args.warmup)
     mode = (getattr(model, 'test_cfg', None) or {}).get('mode', 'whole')
@@ -266,9 +289,13 @@ def run(args):
           f'(extract_feat timed alone)')
     if args.batch > 1:
         print(f'inference per image: {inference.median / args.batch:.4f} s')
-    results.update(inference_shape=list(shape), inference=inference.as_dict(args.batch),
-                   backbone=backbone_time.as_dict(args.batch), backbone_share=share, test_mode=mode,
-                   windows=len(windows))
+    results['inference'] = dict(shape=[args.batch, 3, *shape], runs=args.runs, total=inference.as_dict(args.batch),
+                                backbone=backbone_time.as_dict(args.batch), backbone_share=share, test_mode=mode,
+                                windows=len(windows))
+    if args.breakdown:
+        stages = time_inference_stages(model, batch, args.runs, min(args.warmup, 1))
+        _print_stages('inference', stages, inference.median)
+        results['inference']['stages'] = stages
 
     if args.train:
         crop, crop_reason = (args.crop, '--crop') if args.crop else default_crop_shape(cfg, shape)
@@ -278,12 +305,26 @@ def run(args):
         print(f'train input: {_fmt_shape(args.batch, crop)} ({crop_reason}); optimizer {optimizer_name}, '
               f'forward + backward + step')
         print(_timing_line('train iter', train, args.batch))
-        results.update(train_shape=list(crop), train=train.as_dict(args.batch), optimizer=optimizer_name)
+        results['train'] = dict(shape=[args.batch, 3, *crop], runs=args.runs, total=train.as_dict(args.batch),
+                                optimizer=optimizer_name)
+        if args.breakdown:
+            from jseg.runner.optim import build_optimizer
+            model.train()
+            optimizer, clip_grad = build_optimizer(model, cfg.optim_wrapper)
+            stages = time_train_stages(model, train_batch, optimizer, clip_grad, args.runs, min(args.warmup, 1))
+            model.eval()
+            _print_stages('train (each stage forward + backward alone)', stages, train.median)
+            results['train']['stages'] = stages
     if args.json:
         from jseg.utils.fileio import atomic_write_text
         atomic_write_text(args.json, json.dumps(results, indent=2) + '\n')
         print(f'results written to {args.json}')
     return results
+
+
+def _threads():
+    import jittor as jt
+    return None if jt.flags.use_cuda else int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count())
 
 
 def main(argv=None):

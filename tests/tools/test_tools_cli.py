@@ -150,8 +150,30 @@ def test_benchmark_train(capsys, tmp_path):
     assert inference > 0 and train > 0
     assert 'train input: 2 x 3 x 64 x 64 (the train pipeline\'s RandomCrop); optimizer AdamW' in out
     saved = json.load(open(result))
-    assert saved['train']['median'] == pytest.approx(train, abs=1e-4) and saved['train_shape'] == [64, 64]
-    assert saved['inference_shape'] == [64, 64] and saved['batch'] == 2
+    assert saved['train']['total']['median'] == pytest.approx(train, abs=1e-4)
+    assert saved['train']['shape'] == [2, 3, 64, 64] and saved['inference']['shape'] == [2, 3, 64, 64]
+    assert saved['side'] == 'jseg' and saved['batch'] == 2 and 'stages' not in saved['inference']
+
+
+def test_benchmark_breakdown_of_offseg(capsys, tmp_path):
+    """--breakdown names every OffSeg-T stage; a sub-stage's time lies inside its parent's in every run."""
+    tool = load_tool('benchmark')
+    result = str(tmp_path / 'stages.json')
+    assert tool.main([CONFIG, '--train', '--batch', '2', '--shape', '64', '--runs', '2', '--warmup', '1',
+                      '--breakdown', '--json', result]) == 0
+    out = capsys.readouterr().out
+    assert 'inference stages (median s' in out and 'train (each stage forward + backward alone) stages' in out
+    saved = json.load(open(result))
+    levels = [f'decode_head.freqfusions.{i}' for i in range(3)]
+    head = ['decode_head.pre'] + [name for level in levels for name in (level, level + '.carafe',
+                                                                          level + '.dysampler')]
+    head += ['decode_head.align', 'decode_head.offset_learning']
+    inference, train = saved['inference']['stages'], saved['train']['stages']
+    assert list(inference) == ['preprocess', 'backbone', *head, 'resize', 'argmax']
+    assert list(train) == ['preprocess', 'backbone', *head, 'loss', 'optimizer']
+    for level in levels:   # nested intervals: true of every run, so of the medians
+        assert inference[level + '.carafe'] + inference[level + '.dysampler'] <= inference[level]
+    assert all(value > 0 for value in [*inference.values(), *train.values()])
 
 
 def test_benchmark_default_shapes():
