@@ -183,11 +183,13 @@ def inference_windows(model, height, width):
 def bench_inference(model, batch, runs, warmup):
     """(inference Timing, backbone Timing, windows) for ``batch``."""
     import jittor as jt
+
+    from jseg.ops import argmax
     model.eval()
 
     def infer():
         with jt.no_grad():
-            jt.sync([logits.argmax(0)[0] for logits in model(batch, mode='predict')])
+            jt.sync([argmax(logits, 0)[0] for logits in model(batch, mode='predict')])
 
     inference = time_calls(infer, runs, warmup)
     inputs, _, _ = model.data_preprocessor(batch, training=False)

@@ -176,6 +176,8 @@ def top_level(names):
 def time_inference_stages(model, batch, runs, warmup):
     """{stage: median seconds} of ``runs`` instrumented ``predict`` calls (+ argmax); see the module doc."""
     import jittor as jt
+
+    from jseg.ops import argmax
     stages = [s for s in discover_stages(model) if s.name != 'loss']
     model.eval()
     per_run = []
@@ -206,7 +208,7 @@ def time_inference_stages(model, batch, runs, warmup):
                 outputs = model(batch, mode='predict')
                 _sync()
                 start = time.perf_counter()
-                jt.sync([out.argmax(0)[0] for out in outputs])
+                jt.sync([argmax(out, 0)[0] for out in outputs])
                 times['argmax'] += time.perf_counter() - start
         finally:
             for stage in reversed(stages):

@@ -10,7 +10,7 @@ import jittor as jt
 import numpy as np
 
 from jseg.config import Config, ConfigDict
-from jseg.ops import configure_fused_ops
+from jseg.ops import argmax, configure_fused_ops
 from jseg.registry import DATASETS, MODELS
 
 __all__ = ['init_model', 'inference_model', 'test_pipeline_of']
@@ -99,5 +99,5 @@ def inference_model(model, imgs):
             sample = (array_pipeline if is_array else file_pipeline)(results)
             batch = collate_samples([sample])
             logits = model(batch, mode='predict')[0]
-            labels.append(jt.argmax(logits, 0)[0].numpy())
+            labels.append(argmax(logits, 0)[0].numpy())
     return labels[0] if single else labels

@@ -36,7 +36,7 @@ import numpy as np
 
 from jseg.config import ConfigError
 from jseg.config.mmseg_compat import resolve_runtime_keys
-from jseg.ops import configure_fused_ops
+from jseg.ops import argmax, configure_fused_ops
 from jseg.registry import HOOKS, METRICS, MODELS
 from jseg.utils.dist import all_reduce_sum, barrier, broadcast_model, get_rank, get_world_size, is_main_process
 from jseg.utils.fileio import atomic_write_text
@@ -410,7 +410,7 @@ class Runner:
                 view = batch['views'][0] if 'views' in batch else batch
                 logits = model(batch, mode='predict')
                 for i, seg_logits in enumerate(logits):
-                    pred = jt.argmax(seg_logits, 0)[0].numpy().astype(np.uint8 if seg_logits.shape[0] <= 256
+                    pred = argmax(seg_logits, 0)[0].numpy().astype(np.uint8 if seg_logits.shape[0] <= 256
                                                                      else np.int32)
                     metric.save_prediction(pred, view['metas'][i])  # only with its output_dir
                     if view.get('gt_seg') is not None:

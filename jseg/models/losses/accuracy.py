@@ -2,6 +2,8 @@
 import jittor as jt
 from jittor import nn
 
+from jseg.ops.argmax import argmax
+
 from .utils import FLOAT32_EPS
 
 __all__ = ['Accuracy', 'accuracy']
@@ -35,7 +37,7 @@ def accuracy(pred, target, topk=1, thresh=None, ignore_index=None):
     pred = pred.detach()
     target = target.detach()
     if maxk == 1:
-        label, value = pred.argmax(1)
+        label, value = argmax(pred, 1)
         labels, values = label.unsqueeze(1), value.unsqueeze(1)      # (N, 1, ...)
     else:
         values, labels = jt.topk(pred, maxk, dim=1)                  # (N, maxk, ...)
