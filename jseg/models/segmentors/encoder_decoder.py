@@ -152,6 +152,8 @@ class EncoderDecoder(BaseSegmentor):
         """
         b, _, h_img, w_img = inputs.shape
         boxes = slide_windows(h_img, w_img, self.test_cfg['crop_size'], self.test_cfg['stride'])
+        if boxes == [(0, h_img, 0, w_img)]:
+            return self.encode_decode(inputs, metas)   # one window covering the image: its logits, count 1
         count = np.zeros((1, 1, h_img, w_img), dtype=np.float32)
         summed = None
         for y1, y2, x1, x2 in boxes:
