@@ -15,7 +15,12 @@ At OffSeg-T's real shapes for a 512x512 input:
   (``--op msda``): 3 levels at 1/8, 1/16, 1/32 of 512x512 ((64,64), (32,32),
   (16,16)), Lq = S = 5376 queries, 8 heads, 32 channels per head, 4 points,
   batch 1 and 2; each query samples around its own pixel (offsets of about
-  2 pixels per level, a few outside the map), as the trained model does.
+  2 pixels per level, a few outside the map), as the trained model does;
+* bilinear resize (``--op resize``, align_corners=False): OffSeg-T's final
+  resize of the logits, (B, 150, 128, 128) -> 512x512, batch 1 and 2 (in
+  inference and in the loss), and a SegFormer-like feature upsampling,
+  (1, 256, 16, 16) -> 128x128; the composition is Jittor's nn.interpolate.
+  CPU only (skipped under CUDA, where resize() runs nn.interpolate).
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -45,6 +50,7 @@ Usage::
     python tools/benchmark_ops.py --op offset --batch 1 2 --repeats 10
     python tools/benchmark_ops.py --op carafe --memory none
     python tools/benchmark_ops.py --op msda --batch 1 --repeats 3
+    python tools/benchmark_ops.py --op resize
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -61,9 +67,10 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'all'], default='all')
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'all'], default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
-                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled and deformable attention)')
+                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled and deformable attention '
+                        'and the final resize)')
     p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
                    help='coupled-attention strategies to time')
     p.add_argument('--layout', choices=['channels_first', 'token_major'], default='channels_first',
@@ -126,6 +133,11 @@ def _msda_case(batch, level_shapes=((64, 64), (32, 32), (16, 16)), heads=8, chan
                 shape=f'B{batch} Lq{lq} nH{heads} D{channels} P{points}')
 
 
+def _resize_case(name, batch, c, h, w, out_h, out_w, align_corners=False):
+    return dict(op='resize', name=name, batch=batch, C=c, h=h, w=w, H=out_h, W=out_w, align_corners=align_corners,
+                shape=f'{batch}x{c}x{h}x{w}->{out_h}x{out_w}')
+
+
 def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
     """Sampling locations as the pixel decoder makes them: each query's reference point (its pixel
     centre, normalised) plus offsets of ``spread`` pixels (standard deviation) on each level, so
@@ -153,6 +165,9 @@ def make_inputs(case, seed=0):
         masks = jt.rand(b, g * k * k, h * s, w * s)
         grad = jt.randn(b, c, h * s, w * s)
         inputs, grads = [feats, masks], [grad]
+    elif case['op'] == 'resize':
+        inputs = [jt.randn(b, case['C'], case['h'], case['w'])]
+        grads = [jt.randn(b, case['C'], case['H'], case['W'])]
     elif case['op'] == 'msda':
         lq, nh, d, npts, nl = case['Lq'], case['nH'], case['D'], case['P'], len(case['levels'])
         value = jt.randn(b, lq, nh, d)
@@ -177,6 +192,11 @@ def make_fn(case, impl):
         k, g, s = case['k'], case['G'], case['s']
         f = carafe_reference if impl == 'composition' else carafe_fused
         return lambda x, m: [f(x, m, k, g, s)]
+    if case['op'] == 'resize':
+        from jseg.ops.resize_bilinear import resize_bilinear_fused, resize_bilinear_reference
+        size, ac = (case['H'], case['W']), case['align_corners']
+        f = resize_bilinear_reference if impl == 'composition' else resize_bilinear_fused
+        return lambda x: [f(x, size, ac)]
     if case['op'] == 'msda':
         from jseg.ops.ms_deform_attn import ms_deform_attn_reference
         from jseg.ops.ms_deform_attn_kernel import ms_deform_attn_fused
@@ -296,6 +316,12 @@ def run(args):
     if args.op in ('msda', 'all'):
         for b in args.batch or [1, 2]:
             cases.append((_msda_case(b), ['jit']))
+    if args.op in ('resize', 'all') and jt.flags.use_cuda:
+        print('resize: the bilinear-resize operator is CPU-only (on CUDA resize() runs nn.interpolate); skipped')
+    elif args.op in ('resize', 'all'):
+        for b in args.batch or [1, 2]:
+            cases.append((_resize_case('final resize of the logits', b, 150, 128, 128, 512, 512), ['jit']))
+        cases.append((_resize_case('SegFormer-like feature upsampling', 1, 256, 16, 16, 128, 128), ['jit']))
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
@@ -312,7 +338,7 @@ def run(args):
         for backward in (False, True):
             calls = {impl: make_call(case, impl, backward, inputs, grads) for impl in ['composition'] + impls}
             timing = time_interleaved(calls, args.repeats, args.rounds, args.warmup)
-            measured = {'all': ('carafe', 'offset', 'msda'), 'default': ('offset', 'msda'), 'none': ()}
+            measured = {'all': ('carafe', 'offset', 'msda', 'resize'), 'default': ('offset', 'msda'), 'none': ()}
             want_memory = backward and case['op'] in measured.get(args.memory, (args.memory,))
             base = timing['composition'][0]
             for impl in ['composition'] + impls:

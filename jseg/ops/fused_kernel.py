@@ -17,7 +17,9 @@ to the compositions (``carafe_reference``, ``offset_attention_reference``,
 
 The switch is process-wide: it routes the public functions, so every
 module that calls them (FreqFusion, offset learning, deformable attention)
-follows it.
+follows it. :func:`jseg.ops.resize_bilinear` (and so ``resize(...,
+mode='bilinear')``) reads it at each call and uses its JIT operator only
+while it is on (and not on CUDA).
 """
 import contextlib
 
