@@ -16,12 +16,14 @@
 namespace jseg_grid_sample {
 typedef long long idx_t;
 
-// Output pixels per block: the corner tables of a block (4 int32 + 4 (forward, input
-// gradient) or 8 (grid gradient) coefficients per pixel) stay in L1 while the channel loop
-// runs over them.
-constexpr idx_t BLOCK = 256;
-// Channels per task of the input-gradient kernel: the corner tables of a block are computed
-// once per CBLOCK channels.
+// Output pixels per block: the block's tap tables (an int32 offset and 4 weights per pixel, 8
+// coefficients for the grid gradient) are computed once and reused by every channel.
+#ifndef JSEG_GRID_SAMPLE_BLOCK
+#define JSEG_GRID_SAMPLE_BLOCK 1024
+#endif
+constexpr idx_t BLOCK = JSEG_GRID_SAMPLE_BLOCK;
+// Channels per task of the input-gradient kernel: the tap tables of a block are computed once
+// per CBLOCK channels.
 constexpr idx_t CBLOCK = 8;
 // Bilinear taps (4 multiply-adds each) below which one thread does all the work: a parallel
 // region can wait a whole scheduler time slice for a second core on a busy machine.
@@ -56,70 +58,88 @@ inline T source_coordinate(T coord, idx_t size, T& dcoord) {
     return s;
 }
 
-// Corner tables of pixels [p0, p0 + n) of one image's grid g (P, 2). Corner k (0 nw, 1 ne,
-// 2 sw, 3 se) of pixel j reads plane offset idx[k][j] with weight w[k][j]; a corner outside
-// the map gets offset 0 and weight 0. With gx/gy non-null, also the coefficients of the grid
-// gradient: d out / d grid_x = sum_k gx[k][j] * v_k (v_k the corner values, 0 outside), the
-// unnormalisation and clamp derivatives folded in; likewise gy.
+// The two taps of source coordinate s along an axis of `size` pixels, as a pair that always
+// lies inside the axis: pixels a and a + step (step = 1, or 0 when size == 1) with weights
+// wa, wb, and the weights' derivatives da, db w.r.t. s times ds. The bilinear taps
+// x0 = floor(s) and x0 + 1 (weights x0 + 1 - s and s - x0, PyTorch's) move into the pair; a
+// tap outside the axis gets weight 0 (zero padding).
+template <class T>
+inline void axis_taps(T s, T ds, idx_t size, idx_t& a, T& wa, T& wb, T& da, T& db) {
+    const idx_t x0 = (idx_t)std::floor(s);
+    const T w1 = s - T(x0), w0 = T(x0 + 1) - s;
+    if (x0 >= 0 && x0 + 1 < size) {           // both taps inside
+        a = x0; wa = w0; wb = w1; da = -ds; db = ds;
+    } else if (x0 == -1) {                    // only x0 + 1 = 0 inside: it is the pair's first pixel
+        a = 0; wa = w1; wb = T(0); da = ds; db = T(0);
+    } else if (x0 == size - 1) {              // only x0 = size - 1 inside: the pair's last pixel
+        if (size > 1) { a = size - 2; wa = T(0); wb = w0; da = T(0); db = -ds; }
+        else { a = 0; wa = w0; wb = T(0); da = -ds; db = T(0); }
+    } else {                                  // both outside
+        a = 0; wa = T(0); wb = T(0); da = T(0); db = T(0);
+    }
+}
+
+// Tap tables of pixels [0, n) of a block with grid g (n, 2). Pixel j reads the input plane at
+// offsets off[j] + {0, sx, sy, sy + sx} (sx = 1 or 0 when Wi == 1, sy = Wi or 0 when Hi == 1)
+// with weights wx[j]*wy[j], wx[B+j]*wy[j], wx[j]*wy[B+j], wx[B+j]*wy[B+j] (B = BLOCK). With dx
+// non-null, dx/dy hold the x/y weights' derivatives w.r.t. the grid coordinates (the
+// unnormalisation and clamp derivatives folded in).
 template <class T, int PAD, bool AC>
-inline void corner_tables(const T* __restrict__ g, idx_t n, idx_t Hi, idx_t Wi,
-                          int* __restrict__ idx, T* __restrict__ w, T* __restrict__ gx, T* __restrict__ gy) {
+inline void tap_tables(const T* __restrict__ g, idx_t n, idx_t Hi, idx_t Wi, int* __restrict__ off,
+                       T* __restrict__ wx, T* __restrict__ wy, T* __restrict__ dx, T* __restrict__ dy) {
     for (idx_t j = 0; j < n; j++) {
         T dsx, dsy;
         const T ix = source_coordinate<T, PAD, AC>(g[2 * j], Wi, dsx);
         const T iy = source_coordinate<T, PAD, AC>(g[2 * j + 1], Hi, dsy);
-        const idx_t x0 = (idx_t)std::floor(ix), y0 = (idx_t)std::floor(iy);
-        const T wx1 = ix - T(x0), wx0 = T(x0 + 1) - ix;    // PyTorch's (ix - ix_nw), (ix_se - ix)
-        const T wy1 = iy - T(y0), wy0 = T(y0 + 1) - iy;
-        const bool vx0 = x0 >= 0 && x0 < Wi, vx1 = x0 + 1 >= 0 && x0 + 1 < Wi;
-        const bool vy0 = y0 >= 0 && y0 < Hi, vy1 = y0 + 1 >= 0 && y0 + 1 < Hi;
-        const bool valid[4] = {vy0 && vx0, vy0 && vx1, vy1 && vx0, vy1 && vx1};
-        const idx_t off[4] = {y0 * Wi + x0, y0 * Wi + x0 + 1, (y0 + 1) * Wi + x0, (y0 + 1) * Wi + x0 + 1};
-        const T wt[4] = {wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1};
-        // d(corner weight)/d(ix) and /d(iy), times the source coordinates' derivatives
-        const T cx[4] = {-wy0 * dsx, wy0 * dsx, -wy1 * dsx, wy1 * dsx};
-        const T cy[4] = {-wx0 * dsy, -wx1 * dsy, wx0 * dsy, wx1 * dsy};
-        for (int k = 0; k < 4; k++) {
-            idx[k * BLOCK + j] = valid[k] ? (int)off[k] : 0;
-            if (w) w[k * BLOCK + j] = valid[k] ? wt[k] : T(0);
-            if (gx) {
-                gx[k * BLOCK + j] = valid[k] ? cx[k] : T(0);
-                gy[k * BLOCK + j] = valid[k] ? cy[k] : T(0);
-            }
+        idx_t xa, ya;
+        T dxa, dxb, dya, dyb;
+        axis_taps(ix, dsx, Wi, xa, wx[j], wx[BLOCK + j], dxa, dxb);
+        axis_taps(iy, dsy, Hi, ya, wy[j], wy[BLOCK + j], dya, dyb);
+        off[j] = (int)(ya * Wi + xa);
+        if (dx) {
+            dx[j] = dxa; dx[BLOCK + j] = dxb;
+            dy[j] = dya; dy[BLOCK + j] = dyb;
         }
     }
 }
 
+// Per-thread tap tables of one block.
+template <class T>
+struct Tables {
+    std::vector<int> off;
+    std::vector<T> wx, wy, dx, dy;
+    explicit Tables(bool derivatives)
+        : off(BLOCK), wx(2 * BLOCK), wy(2 * BLOCK), dx(derivatives ? 2 * BLOCK : 0), dy(derivatives ? 2 * BLOCK : 0) {}
+};
+
 // out (N, C, Ho, Wo) from input (N, C, Hi, Wi) and grid (N, Ho, Wo, 2).
-// Parallel over (image, pixel block); the channel loop reuses the block's corner tables.
+// Parallel over (image, pixel block); the channel loop reuses the block's tap tables.
 template <class T, int PAD, bool AC>
 void forward(const T* __restrict__ in, const T* __restrict__ grid, T* __restrict__ out,
              idx_t N, idx_t C, idx_t Hi, idx_t Wi, idx_t Ho, idx_t Wo) {
     const idx_t P = Ho * Wo, nblocks = (P + BLOCK - 1) / BLOCK;
+    const idx_t sx = Wi > 1 ? 1 : 0, sy = Hi > 1 ? Wi : 0;
     #pragma omp parallel if (N * C * P > PAR_MIN_WORK)
     {
-        std::vector<int> idx(4 * BLOCK);
-        std::vector<T> w(4 * BLOCK);
+        Tables<T> t(false);
         #pragma omp for schedule(static)
         for (idx_t task = 0; task < N * nblocks; task++) {
             const idx_t b = task / nblocks, p0 = (task % nblocks) * BLOCK;
             const idx_t n = P - p0 < BLOCK ? P - p0 : BLOCK;
-            corner_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, idx.data(), w.data(),
-                                      nullptr, nullptr);
-            const int* __restrict__ i0 = idx.data();
-            const int* __restrict__ i1 = i0 + BLOCK;
-            const int* __restrict__ i2 = i0 + 2 * BLOCK;
-            const int* __restrict__ i3 = i0 + 3 * BLOCK;
-            const T* __restrict__ w0 = w.data();
-            const T* __restrict__ w1 = w0 + BLOCK;
-            const T* __restrict__ w2 = w0 + 2 * BLOCK;
-            const T* __restrict__ w3 = w0 + 3 * BLOCK;
+            tap_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, t.off.data(), t.wx.data(), t.wy.data(),
+                                   nullptr, nullptr);
+            const int* __restrict__ off = t.off.data();
+            const T* __restrict__ wxa = t.wx.data();
+            const T* __restrict__ wxb = wxa + BLOCK;
+            const T* __restrict__ wya = t.wy.data();
+            const T* __restrict__ wyb = wya + BLOCK;
             for (idx_t c = 0; c < C; c++) {
                 const T* __restrict__ plane = in + (b * C + c) * Hi * Wi;
                 T* __restrict__ o = out + (b * C + c) * P + p0;
-                for (idx_t j = 0; j < n; j++)
-                    o[j] = plane[i0[j]] * w0[j] + plane[i1[j]] * w1[j] + plane[i2[j]] * w2[j]
-                         + plane[i3[j]] * w3[j];
+                for (idx_t j = 0; j < n; j++) {
+                    const T* q = plane + off[j];
+                    o[j] = (q[0] * wxa[j] + q[sx] * wxb[j]) * wya[j] + (q[sy] * wxa[j] + q[sy + sx] * wxb[j]) * wyb[j];
+                }
             }
         }
     }
@@ -132,31 +152,33 @@ template <class T, int PAD, bool AC>
 void grad_input(const T* __restrict__ dout, const T* __restrict__ grid, T* __restrict__ din,
                 idx_t N, idx_t C, idx_t Hi, idx_t Wi, idx_t Ho, idx_t Wo) {
     const idx_t P = Ho * Wo, HWi = Hi * Wi, ncb = (C + CBLOCK - 1) / CBLOCK;
+    const idx_t sx = Wi > 1 ? 1 : 0, sy = Hi > 1 ? Wi : 0;
     #pragma omp parallel if (N * C * P > PAR_MIN_WORK)
     {
-        std::vector<int> idx(4 * BLOCK);
-        std::vector<T> w(4 * BLOCK);
+        Tables<T> t(false);
         #pragma omp for schedule(static)
         for (idx_t task = 0; task < N * ncb; task++) {
             const idx_t b = task / ncb, c0 = (task % ncb) * CBLOCK;
             const idx_t c1 = c0 + CBLOCK < C ? c0 + CBLOCK : C;
             T* __restrict__ planes = din + (b * C + c0) * HWi;
-            for (idx_t t = 0; t < (c1 - c0) * HWi; t++) planes[t] = T(0);
+            for (idx_t i = 0; i < (c1 - c0) * HWi; i++) planes[i] = T(0);
             for (idx_t p0 = 0; p0 < P; p0 += BLOCK) {
                 const idx_t n = P - p0 < BLOCK ? P - p0 : BLOCK;
-                corner_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, idx.data(), w.data(),
-                                          nullptr, nullptr);
-                const int* i0 = idx.data();
-                const T* w0 = w.data();
+                tap_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, t.off.data(), t.wx.data(), t.wy.data(),
+                                       nullptr, nullptr);
+                const int* off = t.off.data();
+                const T* wxa = t.wx.data();
+                const T* wya = t.wy.data();
                 for (idx_t c = c0; c < c1; c++) {
                     T* d = din + (b * C + c) * HWi;
                     const T* __restrict__ go = dout + (b * C + c) * P + p0;
                     for (idx_t j = 0; j < n; j++) {
-                        const T v = go[j];
-                        d[i0[j]] += w0[j] * v;
-                        d[i0[BLOCK + j]] += w0[BLOCK + j] * v;
-                        d[i0[2 * BLOCK + j]] += w0[2 * BLOCK + j] * v;
-                        d[i0[3 * BLOCK + j]] += w0[3 * BLOCK + j] * v;
+                        T* q = d + off[j];
+                        const T top = go[j] * wya[j], bottom = go[j] * wya[BLOCK + j];
+                        q[0] += top * wxa[j];
+                        q[sx] += top * wxa[BLOCK + j];
+                        q[sy] += bottom * wxa[j];
+                        q[sy + sx] += bottom * wxa[BLOCK + j];
                     }
                 }
             }
@@ -165,44 +187,47 @@ void grad_input(const T* __restrict__ dout, const T* __restrict__ grid, T* __res
 }
 
 // d grid (N, Ho, Wo, 2) from dout (N, C, Ho, Wo), input and grid: per pixel, the sum over
-// channels of dout times the corner values weighted by the weights' derivatives.
-// Parallel over (image, pixel block), as forward.
+// channels of dout times the interpolation with the x (or y) weights replaced by their
+// derivatives. Parallel over (image, pixel block), as forward.
 template <class T, int PAD, bool AC>
 void grad_grid(const T* __restrict__ dout, const T* __restrict__ in, const T* __restrict__ grid,
                T* __restrict__ dgrid, idx_t N, idx_t C, idx_t Hi, idx_t Wi, idx_t Ho, idx_t Wo) {
     const idx_t P = Ho * Wo, nblocks = (P + BLOCK - 1) / BLOCK;
+    const idx_t sx = Wi > 1 ? 1 : 0, sy = Hi > 1 ? Wi : 0;
     #pragma omp parallel if (N * C * P > PAR_MIN_WORK)
     {
-        std::vector<int> idx(4 * BLOCK);
-        std::vector<T> cx(4 * BLOCK), cy(4 * BLOCK), ax(BLOCK), ay(BLOCK);
+        Tables<T> t(true);
+        std::vector<T> acc(2 * BLOCK);
         #pragma omp for schedule(static)
         for (idx_t task = 0; task < N * nblocks; task++) {
             const idx_t b = task / nblocks, p0 = (task % nblocks) * BLOCK;
             const idx_t n = P - p0 < BLOCK ? P - p0 : BLOCK;
-            corner_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, idx.data(), nullptr,
-                                      cx.data(), cy.data());
-            const int* __restrict__ i0 = idx.data();
-            const int* __restrict__ i1 = i0 + BLOCK;
-            const int* __restrict__ i2 = i0 + 2 * BLOCK;
-            const int* __restrict__ i3 = i0 + 3 * BLOCK;
-            const T* __restrict__ x0 = cx.data();
-            const T* __restrict__ y0 = cy.data();
-            T* __restrict__ sx = ax.data();
-            T* __restrict__ sy = ay.data();
-            for (idx_t j = 0; j < n; j++) { sx[j] = T(0); sy[j] = T(0); }
+            tap_tables<T, PAD, AC>(grid + (b * P + p0) * 2, n, Hi, Wi, t.off.data(), t.wx.data(), t.wy.data(),
+                                   t.dx.data(), t.dy.data());
+            const int* __restrict__ off = t.off.data();
+            const T* __restrict__ wxa = t.wx.data();
+            const T* __restrict__ wxb = wxa + BLOCK;
+            const T* __restrict__ wya = t.wy.data();
+            const T* __restrict__ wyb = wya + BLOCK;
+            const T* __restrict__ dxa = t.dx.data();
+            const T* __restrict__ dxb = dxa + BLOCK;
+            const T* __restrict__ dya = t.dy.data();
+            const T* __restrict__ dyb = dya + BLOCK;
+            T* __restrict__ gx = acc.data();
+            T* __restrict__ gy = gx + BLOCK;
+            for (idx_t j = 0; j < n; j++) { gx[j] = T(0); gy[j] = T(0); }
             for (idx_t c = 0; c < C; c++) {
                 const T* __restrict__ plane = in + (b * C + c) * Hi * Wi;
                 const T* __restrict__ go = dout + (b * C + c) * P + p0;
                 for (idx_t j = 0; j < n; j++) {
-                    const T v0 = plane[i0[j]], v1 = plane[i1[j]], v2 = plane[i2[j]], v3 = plane[i3[j]];
-                    sx[j] += go[j] * (v0 * x0[j] + v1 * x0[BLOCK + j] + v2 * x0[2 * BLOCK + j]
-                                      + v3 * x0[3 * BLOCK + j]);
-                    sy[j] += go[j] * (v0 * y0[j] + v1 * y0[BLOCK + j] + v2 * y0[2 * BLOCK + j]
-                                      + v3 * y0[3 * BLOCK + j]);
+                    const T* q = plane + off[j];
+                    const T v00 = q[0], v01 = q[sx], v10 = q[sy], v11 = q[sy + sx];
+                    gx[j] += go[j] * ((v00 * dxa[j] + v01 * dxb[j]) * wya[j] + (v10 * dxa[j] + v11 * dxb[j]) * wyb[j]);
+                    gy[j] += go[j] * ((v00 * wxa[j] + v01 * wxb[j]) * dya[j] + (v10 * wxa[j] + v11 * wxb[j]) * dyb[j]);
                 }
             }
             T* __restrict__ dg = dgrid + (b * P + p0) * 2;
-            for (idx_t j = 0; j < n; j++) { dg[2 * j] = sx[j]; dg[2 * j + 1] = sy[j]; }
+            for (idx_t j = 0; j < n; j++) { dg[2 * j] = gx[j]; dg[2 * j + 1] = gy[j]; }
         }
     }
 }
