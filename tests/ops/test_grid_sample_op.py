@@ -217,3 +217,25 @@ def test_rejects_bad_arguments():
         grid_sample_fused(x, jt.zeros((1, 5, 5, 2)))
     with pytest.raises(ValueError, match='float32 or float64'):
         grid_sample_fused(x.int32(), g)
+
+
+def test_model_call_sites_use_the_kernel(monkeypatch):
+    """FreqFusion's sampler (border padding) and point_sample (zero padding) go through the kernel when the
+    fused operators are on, and give Jittor's nn.grid_sample result either way."""
+    from jseg.models.decode_heads.freqfusion import LocalSimGuidedSampler
+    from jseg.models.utils.point_sample import point_sample
+
+    calls = count_calls(monkeypatch, GridSampleFunction)
+    rng = np.random.default_rng(2)
+    sampler = LocalSimGuidedSampler(8, groups=4)
+    feat = jt.array(rng.standard_normal((1, 8, 6, 4)).astype(np.float32))
+    offset = jt.array(rng.uniform(-0.8, 0.8, (1, 32, 3, 2)).astype(np.float32))   # (B, 2*G*s*s, h, w)
+    maps = jt.array(rng.standard_normal((2, 3, 4, 6)).astype(np.float32))
+    points = jt.array(rng.uniform(-0.1, 1.1, (2, 7, 2)).astype(np.float32))
+    results = {}
+    for enabled in (True, False):
+        with ops.fused_ops(enabled):
+            results[enabled] = (sampler.sample(feat, offset).numpy(), point_sample(maps, points).numpy())
+        assert len(calls) == 2
+    for ours, jittors in zip(results[True], results[False]):
+        assert rel_err(ours, jittors) < 1e-5
