@@ -49,7 +49,7 @@ into the pair with weight 0), so every pixel reads the 2x2 neighbourhood
 Processing blocks of pixels per channel (rather than all channels of one
 pixel, whose planes lie a power of two apart) was 4-7x faster; the tap
 loops are kept scalar (vectorised, g++ turns them into gathers, 2x slower on
-AVX2). No explicit vector width is assumed. Calls of under 2^19 taps run on
+AVX2). No explicit vector width is assumed. Calls of under 2^21 taps run on
 one thread (a parallel region can wait a whole scheduler time slice for a
 second core on a busy machine). Each (padding, align_corners, dtype) triple
 compiles once; the sizes are runtime values. The backward is two ``jt.code``

@@ -28,9 +28,10 @@ constexpr int CPAIR = 2;
 // Channels per task of the input-gradient kernel: the tap tables of a block are computed once
 // per CBLOCK channels.
 constexpr idx_t CBLOCK = 8;
-// Bilinear taps (4 multiply-adds each) below which one thread does all the work: a parallel
-// region can wait a whole scheduler time slice for a second core on a busy machine.
-constexpr idx_t PAR_MIN_WORK = 1 << 19;
+// Bilinear taps (pixel x channel; about 1 ns each on one AVX2 core) below which one thread does
+// all the work: a parallel region can wait a whole scheduler time slice for a second core on a
+// busy machine, which made 1 ms calls take 20-40 ms in the benchmark on a loaded machine.
+constexpr idx_t PAR_MIN_WORK = 1 << 21;
 
 // The tap loops read 4 pixels at per-pixel offsets. Vectorised, they become gather
 // instructions, which g++ chooses for some of them and which ran them 2x slower than scalar
@@ -127,8 +128,8 @@ struct Tables {
 
 // U consecutive channels of one block: planes at in + u*HWi, outputs at o + u*P.
 template <class T, int U>
-JSEG_SCALAR_LOADS void forward_channels(const T* __restrict__ in, T* __restrict__ o, const Tables<T>& t, idx_t n, idx_t HWi,
-                             idx_t P, idx_t sx, idx_t sy) {
+JSEG_SCALAR_LOADS void forward_channels(const T* __restrict__ in, T* __restrict__ o, const Tables<T>& t, idx_t n,
+                                        idx_t HWi, idx_t P, idx_t sx, idx_t sy) {
     const int* __restrict__ off = t.off.data();
     const T* __restrict__ wxa = t.wx.data();
     const T* __restrict__ wxb = wxa + BLOCK;
@@ -166,7 +167,8 @@ void forward(const T* __restrict__ in, const T* __restrict__ grid, T* __restrict
                 forward_channels<T, CPAIR>(in + (b * C + c) * Hi * Wi, out + (b * C + c) * P + p0, t, n, Hi * Wi, P,
                                            sx, sy);
             for (; c < C; c++)
-                forward_channels<T, 1>(in + (b * C + c) * Hi * Wi, out + (b * C + c) * P + p0, t, n, Hi * Wi, P, sx, sy);
+                forward_channels<T, 1>(in + (b * C + c) * Hi * Wi, out + (b * C + c) * P + p0, t, n, Hi * Wi, P,
+                                       sx, sy);
         }
     }
 }
@@ -215,8 +217,9 @@ void grad_input(const T* __restrict__ dout, const T* __restrict__ grid, T* __res
 // U consecutive channels of one block added to the block's grid gradients gx, gy: dout rows at
 // go + u*P, input planes at in + u*HWi.
 template <class T, int U>
-JSEG_SCALAR_LOADS void grid_channels(const T* __restrict__ go, const T* __restrict__ in, T* __restrict__ gx, T* __restrict__ gy,
-                          const Tables<T>& t, idx_t n, idx_t HWi, idx_t P, idx_t sx, idx_t sy) {
+JSEG_SCALAR_LOADS void grid_channels(const T* __restrict__ go, const T* __restrict__ in, T* __restrict__ gx,
+                                     T* __restrict__ gy, const Tables<T>& t, idx_t n, idx_t HWi, idx_t P, idx_t sx,
+                                     idx_t sy) {
     const int* __restrict__ off = t.off.data();
     const T* __restrict__ wxa = t.wx.data();
     const T* __restrict__ wxb = wxa + BLOCK;
