@@ -21,6 +21,13 @@ At OffSeg-T's real shapes for a 512x512 input:
   inference and in the loss), and a SegFormer-like feature upsampling,
   (1, 256, 16, 16) -> 128x128; the composition is Jittor's nn.interpolate.
   CPU only (skipped under CUDA, where resize() runs nn.interpolate).
+* bilinear ``grid_sample`` as FreqFusion's LocalSimGuidedSampler calls it
+  in OffSeg-T (``--op grid_sample``): border padding, align_corners=False,
+  4 groups, the upsampled low-resolution features (128, 192, 224 channels)
+  sampled at 32x32, 64x64 and 128x128 (1/16, 1/8, 1/4), batch 1 and 2;
+  each output pixel reads near its own position (offsets of about half a
+  pixel, a few beyond the border), as the sampler does. CPU only (on CUDA
+  ``jseg.ops.grid_sample`` is Jittor's own op, so the case is skipped).
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -51,6 +58,7 @@ Usage::
     python tools/benchmark_ops.py --op carafe --memory none
     python tools/benchmark_ops.py --op msda --batch 1 --repeats 3
     python tools/benchmark_ops.py --op resize
+    python tools/benchmark_ops.py --op grid_sample
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -67,10 +75,9 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'all'], default='all')
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'all'], default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
-                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled and deformable attention '
-                        'and the final resize)')
+                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
     p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
                    help='coupled-attention strategies to time')
     p.add_argument('--layout', choices=['channels_first', 'token_major'], default='channels_first',
@@ -151,6 +158,34 @@ def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
     return loc.astype(np.float32)
 
 
+def offseg_t_dysampler_calls(img_size=512, new_channels=(32, 32, 64, 128), strides=(4, 8, 16, 32), groups=4):
+    """The grid_sample calls of OffSeg-T's FreqFusion samplers as (name, C/G, size): FreqFusion i samples the
+    running concatenation of channels (x2 upsampled by CARAFE) at the high-resolution size, G groups."""
+    sizes = [img_size // s for s in strides][::-1]
+    chans = list(new_channels)[::-1]
+    pre_c, calls = chans[0], []
+    for i, (c, hr) in enumerate(zip(chans[1:], sizes[1:]), 1):
+        calls.append((f'FF{i} dysampler C{pre_c}', pre_c // groups, hr))
+        pre_c += c
+    return calls
+
+
+def _grid_sample_case(call, batch, groups=4):
+    name, c, size = call
+    return dict(op='grid_sample', name=name, batch=batch, N=batch * groups, C=c, size=size,
+                shape=f'{batch * groups}x{c}x{size}x{size}')
+
+
+def dysampler_grid(n, size, spread=0.5, seed=0):
+    """(n, size, size, 2) float32 grid: pixel centres (align_corners=False) plus offsets of ``spread`` pixels
+    (standard deviation)."""
+    import numpy as np
+    centres = (np.arange(size) + 0.5) / size * 2 - 1
+    xs, ys = np.meshgrid(centres, centres)
+    offsets = np.random.default_rng(seed).standard_normal((n, size, size, 2)) * spread * 2 / size
+    return (np.stack([xs, ys], -1)[None] + offsets).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------
 # building the computations (after Jittor is imported)
 # ---------------------------------------------------------------------------
@@ -175,6 +210,10 @@ def make_inputs(case, seed=0):
         attn = jt.rand(b, lq, nh, nl, npts)
         attn = attn / attn.sum((3, 4), keepdims=True)
         inputs, grads = [value, loc, attn], [jt.randn(b, lq, nh * d)]
+    elif case['op'] == 'grid_sample':
+        n, c, size = case['N'], case['C'], case['size']
+        inputs = [jt.randn(n, c, size, size), jt.array(dysampler_grid(n, size))]
+        grads = [jt.randn(n, c, size, size)]
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -203,6 +242,13 @@ def make_fn(case, impl):
         shapes = tuple(tuple(level) for level in case['levels'])
         f = ms_deform_attn_reference if impl == 'composition' else ms_deform_attn_fused
         return lambda v, loc, a: [f(v, shapes, loc, a)]
+    if case['op'] == 'grid_sample':
+        from jittor import nn
+
+        from jseg.ops.grid_sample import grid_sample_fused
+        if impl == 'composition':
+            return lambda x, g: [nn.grid_sample(x, g, mode='bilinear', padding_mode='border', align_corners=False)]
+        return lambda x, g: [grid_sample_fused(x, g, 'border', False)]
     from jseg.ops.offset_attention import offset_attention_reference
     from jseg.ops.offset_attention_kernel import offset_attention_fused
     cf = case['channels_first']
@@ -322,6 +368,9 @@ def run(args):
         for b in args.batch or [1, 2]:
             cases.append((_resize_case('final resize of the logits', b, 150, 128, 128, 512, 512), ['jit']))
         cases.append((_resize_case('SegFormer-like feature upsampling', 1, 256, 16, 16, 128, 128), ['jit']))
+    if args.op in ('grid_sample', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
+        for b in args.batch or [1, 2]:
+            cases += [(_grid_sample_case(call, b), ['jit']) for call in offseg_t_dysampler_calls()]
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
@@ -338,7 +387,8 @@ def run(args):
         for backward in (False, True):
             calls = {impl: make_call(case, impl, backward, inputs, grads) for impl in ['composition'] + impls}
             timing = time_interleaved(calls, args.repeats, args.rounds, args.warmup)
-            measured = {'all': ('carafe', 'offset', 'msda', 'resize'), 'default': ('offset', 'msda'), 'none': ()}
+            measured = {'all': ('carafe', 'offset', 'msda', 'resize', 'grid_sample'), 'default': ('offset', 'msda'),
+                        'none': ()}
             want_memory = backward and case['op'] in measured.get(args.memory, (args.memory,))
             base = timing['composition'][0]
             for impl in ['composition'] + impls:

@@ -33,6 +33,7 @@ import numpy as np
 from jittor import nn
 
 from jseg.ops import carafe, pixel_shuffle, pixel_unshuffle
+from jseg.ops.grid_sample import grid_sample
 
 from ..utils import GroupNorm, resize
 from ..utils.weight_init import constant_init, normal_init, xavier_init
@@ -182,8 +183,8 @@ class LocalSimGuidedSampler(nn.Module):
         coords = coords.reshape(b, 2, -1, s * h, s * w).permute(0, 2, 3, 4, 1)
         grid = coords.reshape(-1, s * h, s * w, 2)                           # (B*G, sH, sW, 2)
         groups = grid.shape[0] // b
-        sampled = nn.grid_sample(x.reshape(b * groups, -1, x.shape[-2], x.shape[-1]), grid, mode='bilinear',
-                                 padding_mode='border', align_corners=False)  # (B*G, C/G, sH, sW)
+        sampled = grid_sample(x.reshape(b * groups, -1, x.shape[-2], x.shape[-1]), grid, mode='bilinear',
+                              padding_mode='border', align_corners=False)     # (B*G, C/G, sH, sW)
         return sampled.reshape(b, -1, s * h, s * w)
 
     def execute(self, hr_x, lr_x, feat2sample):

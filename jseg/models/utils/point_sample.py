@@ -8,7 +8,8 @@ mostly where the predicted mask logit is closest to 0, plus some uniform ones.
 Coordinates are (x, y) in [0, 1], x along the width.
 """
 import jittor as jt
-from jittor import nn
+
+from jseg.ops.grid_sample import grid_sample
 
 __all__ = ['get_uncertain_point_coords_with_randomness', 'point_sample']
 
@@ -34,7 +35,7 @@ def point_sample(input, points, align_corners=False):
     flat = points.ndim == 3
     grid = points.unsqueeze(2) if flat else points                         # (N, P, 1, 2)
     grid = (grid * 2.0 - 1.0).cast(input.dtype)                            # [0, 1] -> [-1, 1]
-    out = nn.grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corners=align_corners)
+    out = grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corners=align_corners)
     return out.squeeze(3) if flat else out                                 # (N, C, P)
 
 
