@@ -5,10 +5,12 @@
 #ifndef JSEG_CARAFE_CPU_CC
 #define JSEG_CARAFE_CPU_CC
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "carafe.h"
+#include "cpu_simd.h"
 
 namespace jseg_carafe {
 // Multiply-adds (a few ms on one core) below which one thread does it all: a parallel region
@@ -29,11 +31,50 @@ inline void expand_row(const T* __restrict__ frow, T* __restrict__ u, idx_t w) {
     }
 }
 
+// o[q] = sum over the valid tap rows i and the taps j of mt_ij[q] * u_i[q + j*SC], q < n, where
+// mt_ij = mrow + (i*KS + j)*HW and u_i = u + i*UW. A full tile (n == carafe_tile<T>()) keeps its
+// outputs in CARAFE_TILE_VECTORS vector registers over all k*k taps; a shorter one (the end of a
+// row) runs the same sums element by element.
+template <class T, int KS, int SC>
+inline void forward_tile(const T* __restrict__ mrow, idx_t HW, const T* __restrict__ u, idx_t UW,
+                         const bool* valid, T* __restrict__ o, int n) {
+    typedef typename jseg_simd::Vec<T>::type V;
+    constexpr int VL = jseg_simd::BYTES / sizeof(T), NV = jseg_simd::CARAFE_TILE_VECTORS;
+    if (n == NV * VL) {
+        V acc[NV];
+        for (int v = 0; v < NV; v++) acc[v] = V{};
+        for (int i = 0; i < KS; i++) {
+            if (!valid[i]) continue;
+            for (int j = 0; j < KS; j++) {
+                const T* mt = mrow + (idx_t)(i * KS + j) * HW;
+                const T* ut = u + i * UW + j * SC;
+                for (int v = 0; v < NV; v++) {
+                    V a, b;
+                    std::memcpy(&a, mt + v * VL, sizeof(V));
+                    std::memcpy(&b, ut + v * VL, sizeof(V));
+                    acc[v] += a * b;
+                }
+            }
+        }
+        std::memcpy(o, acc, sizeof(acc));
+        return;
+    }
+    for (int q = 0; q < n; q++) o[q] = T(0);
+    for (int i = 0; i < KS; i++) {
+        if (!valid[i]) continue;
+        for (int j = 0; j < KS; j++) {
+            const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * HW;
+            const T* __restrict__ ut = u + i * UW + j * SC;
+            for (int q = 0; q < n; q++) o[q] += mt[q] * ut[q];
+        }
+    }
+}
+
 // out (B, C, H, W) from features (B, C, h, w) and masks (B, G*KS*KS, H, W).
 template <class T, int KS, int SC>
 void forward_blocked(const T* __restrict__ fbase, const T* __restrict__ mbase, T* __restrict__ obase,
                      idx_t B, idx_t C, idx_t h, idx_t w, idx_t G) {
-    constexpr int R = (KS - 1) / 2, KK = KS * KS;
+    constexpr int R = (KS - 1) / 2, KK = KS * KS, XT = jseg_simd::carafe_tile<T>();
     const idx_t cpg = C / G, H = h * SC, W = w * SC;
     const idx_t UW = SC * (w + 2 * R);
     #pragma omp parallel if (B * C * H * W * KK > PAR_MIN_WORK)
@@ -53,17 +94,11 @@ void forward_blocked(const T* __restrict__ fbase, const T* __restrict__ mbase, T
                 }
                 for (int py = 0; py < SC; py++) {
                     const idx_t Y = y * SC + py;
-                    T* __restrict__ o = obase + ((b * C + c) * H + Y) * W;
-                    for (idx_t X = 0; X < W; X++) o[X] = T(0);
+                    T* o = obase + ((b * C + c) * H + Y) * W;
                     const T* mrow = mbase + ((b * G + g) * KK * H + Y) * W;
-                    for (int i = 0; i < KS; i++) {
-                        if (!valid[i]) continue;
-                        for (int j = 0; j < KS; j++) {
-                            const T* __restrict__ mt = mrow + (idx_t)(i * KS + j) * H * W;
-                            const T* __restrict__ u = ubuf.data() + i * UW + j * SC;
-                            for (idx_t X = 0; X < W; X++) o[X] += mt[X] * u[X];
-                        }
-                    }
+                    for (idx_t X = 0; X < W; X += XT)
+                        forward_tile<T, KS, SC>(mrow + X, H * W, ubuf.data() + X, UW, valid, o + X,
+                                                (int)std::min<idx_t>(XT, W - X));
                 }
             }
         }
