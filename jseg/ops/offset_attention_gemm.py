@@ -25,7 +25,9 @@ written once, as ``__host__ __device__`` functions in
 operators run exactly that arithmetic thread after thread (the block's shared
 memory and tree emulated), so the CPU tests check the CUDA kernels' sums. The
 default CPU operators (``impl='cpu'``) compute the same maps with loops that
-vectorise (row softmax by max-then-sum). The CUDA launch code itself only runs
+vectorise: one exp per element of each softmax, and the softmax over classes
+in strips of ``OA_COLUMNS`` (1024) positions of every class row
+(``jseg/ops/csrc/cpu_simd.h``). The CUDA launch code itself only runs
 on a machine with a GPU.
 
 Backward on CPU

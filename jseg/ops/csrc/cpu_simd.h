@@ -56,20 +56,25 @@ constexpr idx_t GEMM_PAD = GEMM_NR * FLOAT_LANES;
 // Positions per block of the fused coupled attention (offset_attention_fused_cpu.cc). A multiple
 // of GEMM_PAD (in the channels-first kernels the block is a product's vector dimension). Sized
 // for L2: the backward's scratch is about 16 * OA_BLOCK * (K + C) bytes per thread (K classes,
-// C channels; 0.5 MB at 64 positions, K = 150, C = 256).
+// C channels; 0.5 MB at 64 positions, K = 150, C = 256). 64 was tuned with AVX-512; on an AVX2
+// core 64 is again the fastest of 32, 48, 64, 96 and 128 (tools/dev/tune_offset_attention_block.py:
+// backward 160 ms against 175-190 ms at K = 150, C = 256, HW = 128 x 128); the 16-byte path keeps
+// it too (the scratch, not the registers, sets it).
 constexpr idx_t OA_BLOCK = 64;
 
 // Positions per strip of the 'gemm' strategy's softmax over classes (offset_attention_gemm_cpu.cc):
 // each pass reads OA_COLUMNS contiguous floats of every class row. A cache quantity, not a vector
-// one: with HW a power of two, the rows of a narrow strip fall into the same few cache sets (64
-// positions: 3 times slower than 1024 at K = 150, HW = 128 x 128 on an AVX2 core); the strip's
-// running maxima and sums (2 x 4 KB) stay in L1.
+// one: with HW a power of two, the rows of a narrow strip fall into the same few cache sets (the
+// backward operator: 28 ms with strips of 64 positions, 15 ms with 1024, at K = 150,
+// HW = 128 x 128 on one AVX2 core); the strip's running maxima and sums (2 x 4 KB) stay in L1.
 constexpr int OA_COLUMNS = 1024;
 
-// Output pixels per register tile of the CARAFE forward and mask-gradient loops
-// (carafe_cpu.cc): CARAFE_TILE_VECTORS vectors of accumulators stay in registers over all
-// k*k taps, so each multiply-add loads its two operands and nothing else.
-constexpr int CARAFE_TILE_VECTORS = 4;
+// Output pixels per register tile of the CARAFE forward (carafe_cpu.cc): CARAFE_TILE_VECTORS
+// vectors of accumulators stay in registers over all k*k taps, so each multiply-add loads its two
+// operands and nothing else. 32 floats with AVX2 (4 ymm) and AVX-512 (2 zmm: the output rows of
+// OffSeg's CARAFE calls are multiples of 32 pixels, and a row's last, shorter tile runs element by
+// element), 16 floats on the 16-byte path (4 xmm).
+constexpr int CARAFE_TILE_VECTORS = BYTES == 64 ? 2 : 4;
 template <class T> constexpr int carafe_tile() { return CARAFE_TILE_VECTORS * BYTES / (int)sizeof(T); }
 
 static_assert(OA_BLOCK % GEMM_PAD == 0, "OA_BLOCK must be a multiple of GEMM_PAD");
