@@ -29,8 +29,11 @@ tap ``(i, j)`` then reads ``u_i[X + j*s]``, a contiguous slice. The expansion
 costs ``O(k*s*w)`` per (row, channel) against ``O(k*k*s*s*w)`` multiply-adds.
 
 * forward: for each channel, build the k staging rows, then for each output
-  row accumulate the k*k taps into the output row (row-major tap order, the
-  order of the reference). The mask rows of the current output rows
+  row accumulate the k*k taps (row-major tap order, the order of the
+  reference) in register tiles of output pixels (32 floats with AVX2 and
+  AVX-512, 16 otherwise; ``CARAFE_TILE_VECTORS`` in
+  ``jseg/ops/csrc/cpu_simd.h``): a tile's sums stay in registers over all
+  taps, so each multiply-add loads only its mask and feature values. The mask rows of the current output rows
   (``s * k*k * W`` values) are shared by all channels of the group and stay
   in L1/L2 while the channel loop runs.
 * grad wrt features (adjoint of the above, a gather, no atomics): for source
@@ -62,6 +65,7 @@ code itself is only exercised on a machine with a GPU.
 Sources
 -------
 ``jseg/ops/csrc/``: ``carafe.h`` (the per-element functions),
+``cpu_simd.h`` (the vector width and tile size),
 ``carafe_cpu.cc`` (the blocked and elementwise CPU operators) and
 ``carafe_cuda.cu`` (the CUDA kernels and their launchers). The ``jt.code``
 sources below are one call each, into those functions.

@@ -17,7 +17,7 @@ HOST_SOURCES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CSRC_D
 
 def test_every_source_is_found():
     assert {'carafe_cuda.cu', 'offset_attention_gemm_cuda.cu'} <= set(CUDA_SOURCES)
-    assert {'host_device.h', 'carafe.h', 'carafe_cpu.cc', 'offset_attention_gemm.h',
+    assert {'host_device.h', 'cpu_simd.h', 'carafe.h', 'carafe_cpu.cc', 'offset_attention_gemm.h',
             'offset_attention_fused_cpu.cc'} <= set(HOST_SOURCES)
 
 

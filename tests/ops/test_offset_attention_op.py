@@ -151,6 +151,22 @@ def test_float64_forward_and_large_logits(strategy):
         assert rel_err(a.numpy(), r.numpy()) < 1e-12
 
 
+@pytest.mark.parametrize('impl, fused_calls', [('cpu', 1), ('cuda_twin', 0)])
+def test_gemm_backward_on_cpu_is_the_fused_backward(monkeypatch, impl, fused_calls):
+    """The documented CPU rule of the 'gemm' strategy: its backward runs the fused backward operator
+    from the statistics its forward saved; 'cuda_twin' keeps the CUDA kernels' backward."""
+    import jseg.ops.offset_attention_gemm as gemm
+    calls, original = [], gemm.fused_backward
+    monkeypatch.setattr(gemm, 'fused_backward', lambda *args: calls.append(args) or original(*args))
+    case = CASES[3]
+    d = _case_data(case)
+    ev, wv = jt.array(d['e']), jt.array(d['w'])
+    f_cls, f_pos = GemmOffsetAttention.apply(ev, wv, case[5], impl)
+    d_e, d_w = jt.grad((f_cls * jt.array(d['g_cls'])).sum() + (f_pos * jt.array(d['g_pos'])).sum(), [ev, wv])
+    assert len(calls) == fused_calls
+    assert rel_err(d_e.numpy(), d['d_e']) < 1e-5 and rel_err(d_w.numpy(), d['d_w']) < 1e-5
+
+
 def test_fused_keeps_no_position_by_class_tensor():
     """What the fused forward saves for backward is O(B*(K + HW)) beyond the inputs and F_cls."""
     b, n, c, k = 2, 300, 16, 21

@@ -13,6 +13,9 @@
 //           24 per image for Mask2Former), inner loops over D channels.
 // Small calls (below PARALLEL_MIN_SAMPLES samples) run on one thread: a parallel
 // region can wait a whole scheduler slice for a second core on a busy machine.
+// No vector width or block size here: the inner loops over the D channels are
+// vectorised by the compiler for the instruction set it targets (-march=native
+// under Jittor); cpu_simd.h holds the constants of the kernels that have them.
 #ifndef JSEG_MS_DEFORM_ATTN_CPU_H
 #define JSEG_MS_DEFORM_ATTN_CPU_H
 

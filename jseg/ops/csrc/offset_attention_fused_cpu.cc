@@ -1,6 +1,7 @@
 // The 'fused' CPU strategy of the coupled attention: one operator per direction and layout,
-// working on blocks of NB positions (see jseg/ops/offset_attention_fused_cpu.py for the
-// algorithm). Each function writes all of its outputs (Jittor does not zero them).
+// working on blocks of NB positions, jseg_simd::OA_BLOCK unless given (cpu_simd.h); see
+// jseg/ops/offset_attention_fused_cpu.py for the algorithm. Each function writes all of its
+// outputs (Jittor does not zero them).
 #ifndef JSEG_OFFSET_ATTENTION_FUSED_CPU_CC
 #define JSEG_OFFSET_ATTENTION_FUSED_CPU_CC
 
@@ -9,7 +10,7 @@
 namespace jseg_oa {
 // Token-major forward. e_in: E (B, N, C); w_in: W (Bw, K, C), Bw in {1, B}.
 // Out: F_cls (B, K, C), F_pos (B, N, C), lse_cls (B, K), lse_pos (B, N).
-template <class T, idx_t NB>
+template <class T, idx_t NB = jseg_simd::OA_BLOCK>
 void forward_token_major(const T* e_in, const T* w_in, T* f_cls_out, T* f_pos_out, T* lse_cls_out, T* lse_pos_out,
     idx_t B, idx_t N, idx_t C, idx_t Bw, idx_t K) {
     const idx_t Kp = round_up(K, PAD), Cp = round_up(C, PAD), nblk = (N + NB - 1) / NB;
@@ -109,7 +110,7 @@ void forward_token_major(const T* e_in, const T* w_in, T* f_cls_out, T* f_pos_ou
 // Token-major backward. e_in: E (B, N, C); w_in: W (Bw, K, C); g_cls_in: G_cls (B, K, C);
 // g_pos_in: G_pos (B, N, C); lse_cls_in (B, K); lse_pos_in (B, N); f_cls_in: F_cls (B, K, C).
 // Out: dE (B, N, C), dW (Bw, K, C).
-template <class T, idx_t NB>
+template <class T, idx_t NB = jseg_simd::OA_BLOCK>
 void backward_token_major(const T* e_in, const T* w_in, const T* g_cls_in, const T* g_pos_in, const T* lse_cls_in,
     const T* lse_pos_in, const T* f_cls_in, T* d_e_out, T* d_w_out, idx_t B, idx_t N, idx_t C, idx_t Bw, idx_t K) {
     const idx_t Kp = round_up(K, PAD), Cp = round_up(C, PAD), nblk = (N + NB - 1) / NB;
@@ -197,7 +198,7 @@ void backward_token_major(const T* e_in, const T* w_in, const T* g_cls_in, const
 
 // Channels-first forward. e_in: E^T (B, C, N); w_in: W (Bw, K, C), Bw in {1, B}.
 // Out: F_cls (B, K, C), F_pos^T (B, C, N), lse_cls (B, K), lse_pos (B, N).
-template <class T, idx_t NB>
+template <class T, idx_t NB = jseg_simd::OA_BLOCK>
 void forward_channels_first(const T* e_in, const T* w_in, T* f_cls_out, T* f_pos_out, T* lse_cls_out, T* lse_pos_out,
     idx_t B, idx_t N, idx_t C, idx_t Bw, idx_t K) {
     const idx_t Kp = round_up(K, PAD), nblk = (N + NB - 1) / NB;
@@ -295,7 +296,7 @@ void forward_channels_first(const T* e_in, const T* w_in, T* f_cls_out, T* f_pos
 // Channels-first backward. e_in: E^T (B, C, N); w_in: W (Bw, K, C); g_cls_in: G_cls (B, K, C);
 // g_pos_in: G_pos^T (B, C, N); lse_cls_in (B, K); lse_pos_in (B, N); f_cls_in: F_cls (B, K, C).
 // Out: dE^T (B, C, N), dW (Bw, K, C).
-template <class T, idx_t NB>
+template <class T, idx_t NB = jseg_simd::OA_BLOCK>
 void backward_channels_first(const T* e_in, const T* w_in, const T* g_cls_in, const T* g_pos_in, const T* lse_cls_in,
     const T* lse_pos_in, const T* f_cls_in, T* d_e_out, T* d_w_out, idx_t B, idx_t N, idx_t C, idx_t Bw, idx_t K) {
     const idx_t Kp = round_up(K, PAD), nblk = (N + NB - 1) / NB;

@@ -10,20 +10,19 @@
 #include <limits>
 #include <algorithm>
 #include <omp.h>
+
+#include "cpu_simd.h"
+
 namespace jseg_oa {
 typedef long long idx_t;
-#if defined(__AVX512F__)
-constexpr int VBYTES = 64;   // SIMD register width used by the micro-kernel
-constexpr int MR_MAX = 8;    // rows per register tile: 8 x 2 accumulators of 32 registers
-#else
-constexpr int VBYTES = 32;
-constexpr int MR_MAX = 6;    // 6 x 2 accumulators of 16 registers
-#endif
-constexpr int NR = 2;        // SIMD vectors per register tile row
-constexpr idx_t PAD = 32;    // K and C are padded to multiples of PAD (a multiple of NR lanes)
-constexpr double PAR_MIN_WORK = 1 << 22;   // multiply-adds below which one thread does it all
+// Vector width and register tile from cpu_simd.h (chosen for the instruction set compiled for).
+constexpr int VBYTES = jseg_simd::BYTES;
+constexpr int MR_MAX = jseg_simd::GEMM_MR;   // rows per register tile
+constexpr int NR = jseg_simd::GEMM_NR;       // SIMD vectors per register tile row
+constexpr idx_t PAD = jseg_simd::GEMM_PAD;   // K and C are padded to multiples of PAD (NR float lanes)
+constexpr double PAR_MIN_WORK = 1 << 22;     // multiply-adds below which one thread does it all
 
-template <class T> struct Vec { typedef T type __attribute__((vector_size(VBYTES))); };
+template <class T> struct Vec { typedef typename jseg_simd::Vec<T>::type type; };
 
 inline idx_t round_up(idx_t x, idx_t m) { return (x + m - 1) / m * m; }
 

@@ -8,13 +8,39 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu_simd.h"
 #include "offset_attention_gemm.h"
 
 namespace jseg_oa_gemm {
-constexpr int CH = 64;                        // positions per loop iteration (the vectorised loop)
+constexpr int CH = jseg_simd::OA_COLUMNS;    // positions per loop iteration (the vectorised loop)
 constexpr long long PAR_MIN_WORK = 1 << 16;   // elements of A below which one thread does it all
 
-// at: A^T (K, N). Out: pc (K, N), pp (K, N), lse_cls (K,), lse_pos (N,).
+// Columns [n0, n0 + cnt), cnt <= CH, of the softmax over classes with one exp per element (the
+// CUDA kernel's pos_softmax_columns takes two, to keep one thread's state in registers):
+// pp[k, n] = exp(at[k, n] - mu[n]) / s[n] and lse_pos[n] = mu[n] + log(s[n]).
+template <class T>
+inline void pos_softmax_strip(const T* __restrict__ at, T* __restrict__ pp, T* __restrict__ lse_pos,
+                              idx_t K, idx_t N, idx_t n0, int cnt) {
+    T mu[CH], s[CH];
+    for (int q = 0; q < cnt; q++) { mu[q] = at[n0 + q]; s[q] = T(0); }
+    for (idx_t k = 1; k < K; k++) {
+        const T* a = at + k * N + n0;
+        for (int q = 0; q < cnt; q++) mu[q] = t_max(mu[q], a[q]);
+    }
+    for (idx_t k = 0; k < K; k++) {
+        const T* a = at + k * N + n0;
+        T* p = pp + k * N + n0;
+        for (int q = 0; q < cnt; q++) { const T e = t_exp(a[q] - mu[q]); p[q] = e; s[q] += e; }
+    }
+    for (int q = 0; q < cnt; q++) { lse_pos[n0 + q] = mu[q] + t_log(s[q]); s[q] = T(1) / s[q]; }
+    for (idx_t k = 0; k < K; k++) {
+        T* p = pp + k * N + n0;
+        for (int q = 0; q < cnt; q++) p[q] *= s[q];
+    }
+}
+
+// at: A^T (K, N). Out: pc (K, N), pp (K, N), lse_cls (K,), lse_pos (N,). One exp per element of
+// each softmax (the exponentials are stored, then scaled).
 template <class T>
 void stats_cpu(const T* at, T* pc_out, T* pp_out, T* lse_cls, T* lse_pos, idx_t K, idx_t N) {
     #pragma omp parallel if (K * N > PAR_MIN_WORK)
@@ -22,18 +48,18 @@ void stats_cpu(const T* at, T* pc_out, T* pp_out, T* lse_cls, T* lse_pos, idx_t 
         #pragma omp for schedule(static) nowait
         for (idx_t k = 0; k < K; k++) {
             const T* row = at + k * N;
+            T* pc = pc_out + k * N;
             T m = row[0];
             for (idx_t n = 1; n < N; n++) m = t_max(m, row[n]);
             T s = T(0);
-            for (idx_t n = 0; n < N; n++) s += t_exp(row[n] - m);
-            const T lse = m + t_log(s);
-            lse_cls[k] = lse;
-            T* pc = pc_out + k * N;
-            for (idx_t n = 0; n < N; n++) pc[n] = t_exp(row[n] - lse);
+            for (idx_t n = 0; n < N; n++) { const T e = t_exp(row[n] - m); pc[n] = e; s += e; }
+            lse_cls[k] = m + t_log(s);
+            const T inv = T(1) / s;
+            for (idx_t n = 0; n < N; n++) pc[n] *= inv;
         }
         #pragma omp for schedule(static)
         for (idx_t n0 = 0; n0 < N; n0 += CH)
-            pos_softmax_columns<T, CH>(at, pp_out, lse_pos, K, N, n0, (int)std::min<idx_t>(CH, N - n0));
+            pos_softmax_strip<T>(at, pp_out, lse_pos, K, N, n0, (int)std::min<idx_t>(CH, N - n0));
     }
 }
 
