@@ -15,7 +15,13 @@ At OffSeg-T's real shapes for a 512x512 input:
   (``--op msda``): 3 levels at 1/8, 1/16, 1/32 of 512x512 ((64,64), (32,32),
   (16,16)), Lq = S = 5376 queries, 8 heads, 32 channels per head, 4 points,
   batch 1 and 2; each query samples around its own pixel (offsets of about
-  2 pixels per level, a few outside the map), as the trained model does.
+  2 pixels per level, a few outside the map), as the trained model does;
+* softmax (``--op softmax``) against ``jittor.nn.softmax``: EfficientFormerV2-S1's
+  attention over the keys (last dim) at 512x512, (B, 8, 256, 256) in stage 4
+  and the stride-2 attentions, (B, 8, 256, 1024) in the downsampling attention;
+  FreqFusion's kernel normaliser (softmax over the k*k taps, dim 2 of
+  (B, 1, k*k, H, W), with its window of ones) at the three levels, H = 32, 64,
+  128, k = 3 and 5; batch 1 and 2; and one 2x4096x4096 last-dim softmax.
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -45,6 +51,7 @@ Usage::
     python tools/benchmark_ops.py --op offset --batch 1 2 --repeats 10
     python tools/benchmark_ops.py --op carafe --memory none
     python tools/benchmark_ops.py --op msda --batch 1 --repeats 3
+    python tools/benchmark_ops.py --op softmax --batch 1 2
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -61,9 +68,9 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'all'], default='all')
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'softmax', 'all'], default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
-                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the coupled and deformable attention)')
+                   help='batch sizes (default: 1 for CARAFE, 1 and 2 for the attentions and softmax)')
     p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
                    help='coupled-attention strategies to time')
     p.add_argument('--layout', choices=['channels_first', 'token_major'], default='channels_first',
@@ -126,6 +133,24 @@ def _msda_case(batch, level_shapes=((64, 64), (32, 32), (16, 16)), heads=8, chan
                 shape=f'B{batch} Lq{lq} nH{heads} D{channels} P{points}')
 
 
+def offseg_t_softmax_calls(img_size=512, levels=(32, 64, 128), kernels=(3, 5)):
+    """OffSeg-T's softmax calls per image as (name, shape without batch, dim, weighted): the
+    EfficientFormerV2-S1 attentions over the keys (8 heads, 16x16 queries at 512x512, keys at 16x16 or,
+    in the downsampling attention, 32x32) and FreqFusion's kernel normaliser on (1, k*k, H, W)."""
+    q = (img_size // 32) ** 2
+    calls = [('EffFormerV2 attention', (8, q, q), -1, False),
+             ('EffFormerV2 downsample attention', (8, q, 4 * q), -1, False)]
+    calls += [(f'FreqFusion normaliser k{k}', (1, k * k, h, h), 2, True) for h in levels for k in kernels]
+    return calls
+
+
+def _softmax_case(call, batch):
+    name, shape, dim, weighted = call
+    full = (batch,) + tuple(shape) if batch else tuple(shape)
+    return dict(op='softmax', name=name, batch=batch, full_shape=list(full), dim=dim, weighted=weighted,
+                shape='x'.join(map(str, full)) + f' dim{dim}')
+
+
 def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
     """Sampling locations as the pixel decoder makes them: each query's reference point (its pixel
     centre, normalised) plus offsets of ``spread`` pixels (standard deviation) on each level, so
@@ -160,6 +185,9 @@ def make_inputs(case, seed=0):
         attn = jt.rand(b, lq, nh, nl, npts)
         attn = attn / attn.sum((3, 4), keepdims=True)
         inputs, grads = [value, loc, attn], [jt.randn(b, lq, nh * d)]
+    elif case['op'] == 'softmax':
+        x = jt.randn(*case['full_shape']) * 3.0
+        inputs, grads = [x], [jt.randn(*case['full_shape'])]
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -183,6 +211,13 @@ def make_fn(case, impl):
         shapes = tuple(tuple(level) for level in case['levels'])
         f = ms_deform_attn_reference if impl == 'composition' else ms_deform_attn_fused
         return lambda v, loc, a: [f(v, shapes, loc, a)]
+    if case['op'] == 'softmax':
+        import jittor as jt
+        from jseg.ops.softmax import softmax_fused, softmax_reference
+        f = softmax_reference if impl == 'composition' else softmax_fused
+        dim = case['dim']
+        weight = jt.ones(1) if case['weighted'] else None      # FreqFusion's default window
+        return lambda x: [f(x, dim, weight)]
     from jseg.ops.offset_attention import offset_attention_reference
     from jseg.ops.offset_attention_kernel import offset_attention_fused
     cf = case['channels_first']
@@ -296,6 +331,10 @@ def run(args):
     if args.op in ('msda', 'all'):
         for b in args.batch or [1, 2]:
             cases.append((_msda_case(b), ['jit']))
+    if args.op in ('softmax', 'all'):
+        for b in args.batch or [1, 2]:
+            cases += [(_softmax_case(call, b), ['jit']) for call in offseg_t_softmax_calls()]
+        cases.append((_softmax_case(('last dim', (2, 4096, 4096), -1, False), None), ['jit']))
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
