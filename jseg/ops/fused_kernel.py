@@ -17,7 +17,8 @@ to the compositions (``carafe_reference``, ``offset_attention_reference``,
 
 The switch is process-wide: it routes the public functions, so every
 module that calls them (FreqFusion, offset learning, deformable attention)
-follows it.
+follows it. :func:`jseg.ops.softmax` follows it too: it reads
+:func:`fused_ops_enabled` at each call (its fallback is ``jittor.nn.softmax``).
 """
 import contextlib
 
