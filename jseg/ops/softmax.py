@@ -158,7 +158,7 @@ def softmax_fused(x, dim, weight=None):
 
 def _kernel_applies(x, dim):
     from .fused_kernel import fused_ops_enabled   # fused_kernel imports the op modules: import late
-    return (fused_ops_enabled() and not jt.flags.use_cuda and dim is not None
+    return (fused_ops_enabled() and not jt.flags.use_cuda and isinstance(dim, int) and not isinstance(dim, bool)
             and x.dtype in (jt.float32, jt.float64) and x.ndim > 0 and x.numel() > 0)
 
 
@@ -166,7 +166,8 @@ def softmax(x, dim, weight=None):
     """Softmax of ``x`` over ``dim`` (optionally weighted); see the module docstring.
 
     Uses the JIT-compiled CPU operator when it applies (CPU, fused operators
-    on, float32/float64), else :func:`softmax_reference`.
+    on, float32/float64, an int ``dim``), else :func:`softmax_reference`
+    (``jittor.nn.softmax``, which also takes ``dim=None`` or a tuple).
 
     Args:
         x (jt.Var): any shape.

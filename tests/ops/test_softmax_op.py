@@ -146,7 +146,9 @@ def test_public_softmax_dispatch(monkeypatch):
     np.testing.assert_allclose(fused, plain, rtol=1e-6, atol=1e-7)
     with ops.fused_ops(True):
         everything = ops.softmax(x, None).numpy()                                  # dim=None: over all elements
+        planes = ops.softmax(x, (1, 2)).numpy()                                    # a tuple: over both dims
     assert len(calls) == 1 and abs(everything.sum() - 1.0) < 1e-5
+    np.testing.assert_allclose(planes.sum((1, 2)), 1.0, rtol=1e-5)
 
 
 def test_bad_arguments_are_named():
