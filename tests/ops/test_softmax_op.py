@@ -161,3 +161,26 @@ def test_bad_arguments_are_named():
         softmax_fused(x, 1.0)
     with pytest.raises(TypeError, match='float32 or float64'):
         softmax_fused(jt.array(np.ones((2, 3), dtype=np.int32)), 1)
+
+
+def test_model_call_sites_use_the_operator(monkeypatch):
+    """FreqFusion's kernel normaliser, EfficientFormerV2's attentions and MultiheadAttentionCore call it."""
+    from jseg.models.backbones.efficientformer_v2 import Attention4D, Attention4DDownsample
+    from jseg.models.decode_heads.freqfusion import FreqFusion
+    from jseg.models.utils.transformer import MultiheadAttentionCore
+    calls = count_calls(monkeypatch, SoftmaxFunction)
+    rng = np.random.default_rng(5)
+    with ops.fused_ops(True):
+        fusion = FreqFusion(hr_channels=8, lr_channels=8, compressed_channels=8)
+        fusion.kernel_normalizer(jt.array(rng.standard_normal((1, 9, 3, 4)).astype(np.float32)), 3,
+                                 fusion.hamming_highpass).sync()
+        assert len(calls) == 1 and len(calls[0]) == 2                              # x and the window
+        feat = jt.array(rng.standard_normal((1, 8, 4, 4)).astype(np.float32))
+        for attention in (Attention4D(8, resolution=4, key_dim=4, num_heads=2),
+                          Attention4DDownsample(8, 8, resolution=4, key_dim=4, num_heads=2)):
+            attention.eval()
+            attention(feat).sync()
+        assert len(calls) == 3
+        tokens = jt.array(rng.standard_normal((1, 5, 8)).astype(np.float32))
+        MultiheadAttentionCore(8, 2)(tokens, tokens).sync()
+        assert len(calls) == 4
