@@ -28,6 +28,19 @@ At OffSeg-T's real shapes for a 512x512 input:
   each output pixel reads near its own position (offsets of about half a
   pixel, a few beyond the border), as the sampler does. CPU only (on CUDA
   ``jseg.ops.grid_sample`` is Jittor's own op, so the case is skipped).
+* softmax (``--op softmax``) against ``jittor.nn.softmax``: EfficientFormerV2-S1's
+  attention over the keys (last dim) at 512x512, (B, 8, 256, 256) in stage 4
+  and the stride-2 attentions, (B, 8, 256, 1024) in the downsampling attention;
+  FreqFusion's kernel normaliser (softmax over the k*k taps, dim 2 of
+  (B, 1, k*k, H, W), with its window of ones) at the three levels, H = 32, 64,
+  128, k = 3 and 5; batch 1 and 2; and one 2x4096x4096 last-dim softmax.
+  CPU only (skipped under CUDA, where ``jseg.ops.softmax`` is ``nn.softmax``);
+* the per-pixel loss and the prediction of OffSeg-T at 512x512 (``--op loss``):
+  softmax cross-entropy (``jseg.ops.softmax_nll``, labels with 10% ignored
+  pixels) of the resized (B, 150, 512, 512) logits, batch 1 and 2, against
+  the composition of ``cross_entropy``; and ``jseg.ops.argmax`` over the 150
+  classes of one image's (150, 512, 512) logits against ``jt.argmax``
+  (forward only: an index has no gradient). CPU only.
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -59,6 +72,8 @@ Usage::
     python tools/benchmark_ops.py --op msda --batch 1 --repeats 3
     python tools/benchmark_ops.py --op resize
     python tools/benchmark_ops.py --op grid_sample
+    python tools/benchmark_ops.py --op softmax --batch 1 2
+    python tools/benchmark_ops.py --op loss
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -75,7 +90,8 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'all'], default='all')
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'loss', 'all'],
+                   default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
     p.add_argument('--strategy', nargs='+', default=['fused', 'gemm'], choices=['fused', 'gemm'],
@@ -143,6 +159,28 @@ def _msda_case(batch, level_shapes=((64, 64), (32, 32), (16, 16)), heads=8, chan
 def _resize_case(name, batch, c, h, w, out_h, out_w, align_corners=False):
     return dict(op='resize', name=name, batch=batch, C=c, h=h, w=w, H=out_h, W=out_w, align_corners=align_corners,
                 shape=f'{batch}x{c}x{h}x{w}->{out_h}x{out_w}')
+def offseg_t_softmax_calls(img_size=512, levels=(32, 64, 128), kernels=(3, 5)):
+    """OffSeg-T's softmax calls per image as (name, shape without batch, dim, weighted): the
+    EfficientFormerV2-S1 attentions over the keys (8 heads, 16x16 queries at 512x512, keys at 16x16 or,
+    in the downsampling attention, 32x32) and FreqFusion's kernel normaliser on (1, k*k, H, W)."""
+    q = (img_size // 32) ** 2
+    calls = [('EffFormerV2 attention', (8, q, q), -1, False),
+             ('EffFormerV2 downsample attention', (8, q, 4 * q), -1, False)]
+    calls += [(f'FreqFusion normaliser k{k}', (1, k * k, h, h), 2, True) for h in levels for k in kernels]
+    return calls
+
+
+def _softmax_case(call, batch):
+    name, shape, dim, weighted = call
+    full = (batch,) + tuple(shape) if batch else tuple(shape)
+    return dict(op='softmax', name=name, batch=batch, full_shape=list(full), dim=dim, weighted=weighted,
+                shape='x'.join(map(str, full)) + f' dim{dim}')
+
+
+def _loss_case(name, batch, classes=150, size=512):
+    shape = (classes, size, size) if name == 'argmax' else (batch, classes, size, size)
+    return dict(op=name, name=name, batch=batch, full_shape=list(shape), shape='x'.join(map(str, shape)),
+                forward_only=name == 'argmax', differentiable=1)
 
 
 def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
@@ -214,6 +252,16 @@ def make_inputs(case, seed=0):
         n, c, size = case['N'], case['C'], case['size']
         inputs = [jt.randn(n, c, size, size), jt.array(dysampler_grid(n, size))]
         grads = [jt.randn(n, c, size, size)]
+    elif case['op'] == 'softmax':
+        x = jt.randn(*case['full_shape']) * 3.0
+        inputs, grads = [x], [jt.randn(*case['full_shape'])]
+    elif case['op'] == 'cross_entropy':
+        shape = case['full_shape']
+        label = jt.randint(0, shape[1], shape=(shape[0], *shape[2:]))
+        label = jt.where(jt.rand(label.shape) < 0.1, jt.full_like(label, 255), label).int32()
+        inputs, grads = [jt.randn(*shape) * 3.0, label], [jt.randn(shape[0], *shape[2:])]
+    elif case['op'] == 'argmax':
+        inputs, grads = [jt.randn(*case['full_shape'])], []
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -249,6 +297,23 @@ def make_fn(case, impl):
         if impl == 'composition':
             return lambda x, g: [nn.grid_sample(x, g, mode='bilinear', padding_mode='border', align_corners=False)]
         return lambda x, g: [grid_sample_fused(x, g, 'border', False)]
+    if case['op'] == 'softmax':
+        import jittor as jt
+        from jseg.ops.softmax import softmax_fused, softmax_reference
+        f = softmax_reference if impl == 'composition' else softmax_fused
+        dim = case['dim']
+        weight = jt.ones(1) if case['weighted'] else None      # FreqFusion's default window
+        return lambda x: [f(x, dim, weight)]
+    if case['op'] == 'cross_entropy':
+        from jseg.ops.softmax_nll import softmax_nll, softmax_nll_reference
+        f = softmax_nll_reference if impl == 'composition' else softmax_nll
+        return lambda x, label: [f(x, label, 255)]
+    if case['op'] == 'argmax':
+        import jittor as jt
+
+        from jseg.ops.argmax import argmax
+        f = (lambda x: jt.argmax(x, 0)) if impl == 'composition' else (lambda x: argmax(x, 0))
+        return lambda x: list(f(x))
     from jseg.ops.offset_attention import offset_attention_reference
     from jseg.ops.offset_attention_kernel import offset_attention_fused
     cf = case['channels_first']
@@ -266,7 +331,7 @@ def make_call(case, impl, backward, inputs, grads):
     def fwd_bwd():
         outs = fn(*inputs)
         loss = sum((o * g).sum() for o, g in zip(outs, grads))
-        return jt.grad(loss, inputs)
+        return jt.grad(loss, inputs[:case.get('differentiable', len(inputs))])
     return fwd_bwd
 
 
@@ -371,6 +436,17 @@ def run(args):
     if args.op in ('grid_sample', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
         for b in args.batch or [1, 2]:
             cases += [(_grid_sample_case(call, b), ['jit']) for call in offseg_t_dysampler_calls()]
+    if args.op in ('softmax', 'all') and jt.flags.use_cuda:
+        print('softmax: skipped on CUDA (a CPU-only operator: jseg.ops.softmax uses nn.softmax there)')
+    elif args.op in ('softmax', 'all'):
+        for b in args.batch or [1, 2]:
+            cases += [(_softmax_case(call, b), ['jit']) for call in offseg_t_softmax_calls()]
+        cases.append((_softmax_case(('last dim', (2, 4096, 4096), -1, False), None), ['jit']))
+    if args.op in ('loss', 'all') and jt.flags.use_cuda:
+        print('loss: skipped on CUDA (CPU-only operators: softmax_nll and argmax use the compositions there)')
+    elif args.op in ('loss', 'all'):
+        cases += [(_loss_case('cross_entropy', b), ['jit']) for b in args.batch or [1, 2]]
+        cases.append((_loss_case('argmax', None), ['jit']))
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
@@ -384,7 +460,7 @@ def run(args):
     results = []
     for case, impls in cases:
         inputs, grads = make_inputs(case)
-        for backward in (False, True):
+        for backward in (False,) if case.get('forward_only') else (False, True):
             calls = {impl: make_call(case, impl, backward, inputs, grads) for impl in ['composition'] + impls}
             timing = time_interleaved(calls, args.repeats, args.rounds, args.warmup)
             measured = {'all': ('carafe', 'offset', 'msda', 'resize', 'grid_sample'), 'default': ('offset', 'msda'),

@@ -7,7 +7,7 @@ import pytest
 from model_helpers import is_buffer, max_errors, seeded_inputs, seeded_params
 
 from jseg.models.decode_heads.freqfusion import FreqFusion, LocalSimGuidedSampler, compute_similarity, hamming2d
-from jseg.ops import pixel_shuffle, pixel_unshuffle
+from jseg.ops import fused_ops, pixel_shuffle, pixel_unshuffle
 from jseg.runner.checkpoint import load_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'fixtures', 'offseg_head')
@@ -90,12 +90,14 @@ def test_compute_similarity_matches_numpy():
     assert np.isfinite(grad).all()
 
 
+@pytest.mark.parametrize('fused', [True, False], ids=['softmax-op', 'composition'])
 @pytest.mark.parametrize('hamming_window', [False, True])
-def test_kernel_normalizer(hamming_window):
+def test_kernel_normalizer(hamming_window, fused):
     model = FreqFusion(hr_channels=8, lr_channels=8, compressed_channels=8, hamming_window=hamming_window)
     rng = np.random.RandomState(3)
     mask = rng.randn(2, 2 * 25, 3, 4).astype(np.float32)              # 2 groups of 5x5 taps
-    out = model.kernel_normalizer(jt.array(mask), 5, model.hamming_lowpass).numpy()
+    with fused_ops(fused):
+        out = model.kernel_normalizer(jt.array(mask), 5, model.hamming_lowpass).numpy()
     taps = mask.astype(np.float64).reshape(2, 2, 25, 3, 4)
     soft = np.exp(taps - taps.max(2, keepdims=True))
     soft /= soft.sum(2, keepdims=True)

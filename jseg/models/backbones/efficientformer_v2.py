@@ -44,6 +44,7 @@ from jittor import nn
 
 from jseg.models.utils import BatchNorm2d, DropPath, build_activation_layer
 from jseg.models.utils.weight_init import trunc_normal_
+from jseg.ops import softmax
 from jseg.registry import MODELS
 
 from .efficientformer_v2_utils import (PointwiseConv, batched_matmul, gather_attention_bias,
@@ -231,7 +232,7 @@ class Attention4D(_BiasedAttention):
 
         attn = batched_matmul(q, k) * self.scale + self.attention_bias((n, n))  # (B, h, N, N)
         attn = self.talking_head1(attn)
-        attn = attn.softmax(dim=-1)
+        attn = softmax(attn, -1)
         attn = self.talking_head2(attn)
 
         out = batched_matmul(attn, v).permute(0, 1, 3, 2)                       # (B, h, d, N)
@@ -292,7 +293,7 @@ class Attention4DDownsample(_BiasedAttention):
         v = v.reshape(b, heads, self.value_dim, n).permute(0, 1, 3, 2)               # (B, h, N, d)
 
         attn = batched_matmul(q, k) * self.scale + self.attention_bias((hq * wq, n))  # (B, h, N/4, N)
-        attn = attn.softmax(dim=-1)
+        attn = softmax(attn, -1)
         out = batched_matmul(attn, v).permute(0, 1, 3, 2)                             # (B, h, d, N/4)
         out = out.reshape(b, self.hidden_dim, hq, wq) + v_local
         return self.proj(out)

@@ -38,6 +38,7 @@ from jseg.models.utils.norm import LayerNorm, build_norm_layer
 from jseg.models.utils.official_init import load_pretrained, pretrained_init_cfg
 from jseg.models.utils.transformer import FFN
 from jseg.models.utils.weight_init import constant_init, trunc_normal_init
+from jseg.ops import softmax
 from jseg.registry import MODELS
 
 __all__ = ['ShiftWindowMSA', 'SwinBlock', 'SwinBlockSequence', 'SwinTransformer', 'WindowMSA',
@@ -132,7 +133,7 @@ class WindowMSA(nn.Module):
             attn = attn.reshape(b // num_windows, num_windows, self.num_heads, n, n) \
                 + mask.reshape(1, num_windows, 1, n, n)
             attn = attn.reshape(-1, self.num_heads, n, n)
-        attn = nn.softmax(attn, dim=-1)
+        attn = softmax(attn, -1)
         if self.attn_drop is not None:
             attn = self.attn_drop(attn)
         x = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, n, c)

@@ -32,7 +32,7 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
-from jseg.ops import carafe, pixel_shuffle, pixel_unshuffle
+from jseg.ops import carafe, pixel_shuffle, pixel_unshuffle, softmax
 from jseg.ops.grid_sample import grid_sample
 
 from ..utils import GroupNorm, resize
@@ -301,10 +301,8 @@ class FreqFusion(nn.Module):
         b, c, h, w = mask.shape
         groups = c // (kernel * kernel)
         taps = mask.reshape(b, groups, kernel * kernel, h, w)
-        taps = (taps - taps.max(2, keepdims=True)).exp()
-        taps = taps / taps.sum(2, keepdims=True)                             # softmax over the taps
-        taps = taps * hamming.reshape(1, 1, -1, 1, 1)
-        taps = taps / taps.sum(2, keepdims=True)
+        # softmax over the taps, times the window, renormalised: one weighted softmax
+        taps = softmax(taps, 2, weight=hamming)
         return taps.reshape(b, c, h, w)
 
     def execute(self, hr_feat, lr_feat):

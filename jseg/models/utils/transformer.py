@@ -20,6 +20,7 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
+from jseg.ops import softmax
 from jseg.registry import MODELS
 
 from .activation import build_activation_layer
@@ -176,7 +177,7 @@ class MultiheadAttentionCore(nn.Module):
             if tuple(key_padding_mask.shape) != (b, lk):
                 raise ValueError(f'key_padding_mask of shape {tuple(key_padding_mask.shape)}: expected ({b}, {lk})')
             logits = logits + _additive_mask(key_padding_mask.reshape(b, 1, 1, lk), logits.dtype)
-        attn = nn.softmax(logits, dim=-1)
+        attn = softmax(logits, -1)
         if self.attn_drop is not None:
             attn = self.attn_drop(attn)
         out = jt.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, lq, c)         # (B, Lq, C)
