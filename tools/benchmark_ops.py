@@ -35,12 +35,9 @@ At OffSeg-T's real shapes for a 512x512 input:
   (B, 1, k*k, H, W), with its window of ones) at the three levels, H = 32, 64,
   128, k = 3 and 5; batch 1 and 2; and one 2x4096x4096 last-dim softmax.
   CPU only (skipped under CUDA, where ``jseg.ops.softmax`` is ``nn.softmax``);
-* the per-pixel loss and the prediction of OffSeg-T at 512x512 (``--op loss``):
-  softmax cross-entropy (``jseg.ops.softmax_nll``, labels with 10% ignored
-  pixels) of the resized (B, 150, 512, 512) logits, batch 1 and 2, against
-  the composition of ``cross_entropy``; and ``jseg.ops.argmax`` over the 150
-  classes of one image's (150, 512, 512) logits against ``jt.argmax``
-  (forward only: an index has no gradient). CPU only.
+* the prediction of OffSeg-T at 512x512 (``--op argmax``): ``jseg.ops.argmax``
+  over the 150 classes of one image's (150, 512, 512) logits against
+  ``jt.argmax`` (forward only: an index has no gradient). CPU only.
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -73,7 +70,7 @@ Usage::
     python tools/benchmark_ops.py --op resize
     python tools/benchmark_ops.py --op grid_sample
     python tools/benchmark_ops.py --op softmax --batch 1 2
-    python tools/benchmark_ops.py --op loss
+    python tools/benchmark_ops.py --op argmax
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -90,7 +87,7 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'loss', 'all'],
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'all'],
                    default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
@@ -177,10 +174,10 @@ def _softmax_case(call, batch):
                 shape='x'.join(map(str, full)) + f' dim{dim}')
 
 
-def _loss_case(name, batch, classes=150, size=512):
-    shape = (classes, size, size) if name == 'argmax' else (batch, classes, size, size)
-    return dict(op=name, name=name, batch=batch, full_shape=list(shape), shape='x'.join(map(str, shape)),
-                forward_only=name == 'argmax', differentiable=1)
+def _argmax_case(classes=150, size=512):
+    shape = (classes, size, size)
+    return dict(op='argmax', name='argmax over classes', batch=None, full_shape=list(shape),
+                shape='x'.join(map(str, shape)), forward_only=True)
 
 
 def msda_locations(levels, batch, heads, points, spread=2.0, seed=0):
@@ -255,11 +252,6 @@ def make_inputs(case, seed=0):
     elif case['op'] == 'softmax':
         x = jt.randn(*case['full_shape']) * 3.0
         inputs, grads = [x], [jt.randn(*case['full_shape'])]
-    elif case['op'] == 'cross_entropy':
-        shape = case['full_shape']
-        label = jt.randint(0, shape[1], shape=(shape[0], *shape[2:]))
-        label = jt.where(jt.rand(label.shape) < 0.1, jt.full_like(label, 255), label).int32()
-        inputs, grads = [jt.randn(*shape) * 3.0, label], [jt.randn(shape[0], *shape[2:])]
     elif case['op'] == 'argmax':
         inputs, grads = [jt.randn(*case['full_shape'])], []
     else:
@@ -304,10 +296,6 @@ def make_fn(case, impl):
         dim = case['dim']
         weight = jt.ones(1) if case['weighted'] else None      # FreqFusion's default window
         return lambda x: [f(x, dim, weight)]
-    if case['op'] == 'cross_entropy':
-        from jseg.ops.softmax_nll import softmax_nll, softmax_nll_reference
-        f = softmax_nll_reference if impl == 'composition' else softmax_nll
-        return lambda x, label: [f(x, label, 255)]
     if case['op'] == 'argmax':
         import jittor as jt
 
@@ -331,7 +319,7 @@ def make_call(case, impl, backward, inputs, grads):
     def fwd_bwd():
         outs = fn(*inputs)
         loss = sum((o * g).sum() for o, g in zip(outs, grads))
-        return jt.grad(loss, inputs[:case.get('differentiable', len(inputs))])
+        return jt.grad(loss, inputs)
     return fwd_bwd
 
 
@@ -442,11 +430,10 @@ def run(args):
         for b in args.batch or [1, 2]:
             cases += [(_softmax_case(call, b), ['jit']) for call in offseg_t_softmax_calls()]
         cases.append((_softmax_case(('last dim', (2, 4096, 4096), -1, False), None), ['jit']))
-    if args.op in ('loss', 'all') and jt.flags.use_cuda:
-        print('loss: skipped on CUDA (CPU-only operators: softmax_nll and argmax use the compositions there)')
-    elif args.op in ('loss', 'all'):
-        cases += [(_loss_case('cross_entropy', b), ['jit']) for b in args.batch or [1, 2]]
-        cases.append((_loss_case('argmax', None), ['jit']))
+    if args.op in ('argmax', 'all') and jt.flags.use_cuda:
+        print('argmax: skipped on CUDA (a CPU-only operator: jseg.ops.argmax is jt.argmax there)')
+    elif args.op in ('argmax', 'all'):
+        cases.append((_argmax_case(), ['jit']))
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
