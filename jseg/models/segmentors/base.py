@@ -20,6 +20,11 @@ from .data_preprocessor import SegDataPreProcessor
 __all__ = ['BaseSegmentor']
 
 
+def _sample(batch, i):
+    """``batch[i]`` (K, H, W) of a (B, K, H, W) Var; a reshape, not a copy, when B is 1."""
+    return batch.reshape(batch.shape[1:]) if batch.shape[0] == 1 else batch[i]
+
+
 class BaseSegmentor(nn.Module, metaclass=ABCMeta):
     """Base class of segmentors.
 
@@ -111,11 +116,14 @@ class BaseSegmentor(nn.Module, metaclass=ABCMeta):
         """
         b, _, h, w = seg_logits.shape
         if metas is None:
-            return [seg_logits[i] for i in range(b)]
+            return [_sample(seg_logits, i) for i in range(b)]
         results = []
         for i, meta in enumerate(metas):
             left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', (0, 0, 0, 0)))
-            logits = seg_logits[i:i + 1, :, top:h - bottom, left:w - right]
+            if b == 1 and (left, right, top, bottom) == (0, 0, 0, 0):
+                logits = seg_logits        # nothing to cut: no copy of the (1, K, H, W) logits
+            else:
+                logits = seg_logits[i:i + 1, :, top:h - bottom, left:w - right]
             if meta.get('flip', False):
                 direction = meta.get('flip_direction', None)
                 if direction not in ('horizontal', 'vertical'):
@@ -123,7 +131,7 @@ class BaseSegmentor(nn.Module, metaclass=ABCMeta):
                 logits = logits.flip(3 if direction == 'horizontal' else 2)
             logits = resize(logits, size=tuple(meta['ori_shape'])[:2], mode='bilinear',
                             align_corners=self.align_corners)
-            results.append(logits[0])
+            results.append(_sample(logits, 0))
         return results
 
     def init_weights(self):
