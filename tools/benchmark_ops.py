@@ -409,9 +409,12 @@ def run(args):
     if args.op in ('carafe', 'all'):
         for b in args.batch or [1]:
             cases += [(_carafe_case(call, b), ['jit']) for call in offseg_t_carafe_calls()]
-    if args.op in ('offset', 'all'):
+    strategies = [s for s in args.strategy if not (jt.flags.use_cuda and s == 'fused')]
+    if len(strategies) < len(args.strategy):
+        print("offset: the 'fused' strategy is a CPU operator; on CUDA only 'gemm' is timed")
+    if args.op in ('offset', 'all') and strategies:
         for b in args.batch or [1, 2]:
-            cases.append((_offset_case(b, args.layout), list(args.strategy)))
+            cases.append((_offset_case(b, args.layout), strategies))
     if args.op in ('msda', 'all'):
         for b in args.batch or [1, 2]:
             cases.append((_msda_case(b), ['jit']))
