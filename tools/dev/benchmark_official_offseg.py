@@ -32,7 +32,9 @@ Measurements (the issue-14 speed spec; stage keys in ``speed_common.STAGES``):
   backward w.r.t. the logits; ``optimizer``: ``optim_wrapper.step()`` on computed gradients;
   ``preprocess``: the training preprocessing, forward only.
 
-Every measurement runs ``--warmup`` untimed calls, then ``--runs`` timed ones; medians are reported.
+Every measurement runs ``--warmup`` untimed calls, then ``--runs`` timed ones; medians of the wall time
+are reported, and of the process CPU time (all threads; less sensitive to other load on a shared
+machine) as ``total.cpu_median`` and ``stages_cpu``.
 """
 import argparse
 import contextlib
@@ -67,6 +69,8 @@ def setup_official(offseg_root):
     carafe_module.normal_init = mmengine.model.normal_init
     carafe_module.xavier_init = mmengine.model.xavier_init
     install_mmcv_ops_standin(modules={'carafe': carafe_module})
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('official_speed', log_level='WARNING')    # no per-parameter optimizer lines
     sys.path.insert(0, offseg_root)
     from mmseg.utils import register_all_modules
     register_all_modules()
@@ -117,14 +121,15 @@ def _detached(value, torch):
 class StageProbe:
     """Hooks on the stage modules and wrappers of the stage functions of one official model.
 
-    While ``mode == 'time'`` every stage call adds its seconds to ``times[key]``; while
+    While ``mode == 'time'`` every stage call adds its wall and process CPU seconds to ``times[key]``
+    and ``cpu_times[key]``; while
     ``mode == 'capture'`` it appends ``(callable, args, kwargs, params)`` with detached copies of its
     inputs to ``calls[key]``. ``mode = None``: nothing. :meth:`close` removes everything.
     """
 
     def __init__(self, model, torch):
         self.torch, self.mode = torch, None
-        self.times, self.calls = defaultdict(float), defaultdict(list)
+        self.times, self.cpu_times, self.calls = defaultdict(float), defaultdict(float), defaultdict(list)
         self.head_output = None
         self._active_freqfusion = None
         self._undo = []
@@ -137,7 +142,8 @@ class StageProbe:
         stages += [('decode_head.align', head.align), ('decode_head.offset_learning', head.offset_learning)]
         for key, module in stages:
             self._hook(key, module)
-        handle = head.register_forward_hook(self._record_head_output)
+        # the head's output is that of offset learning (mmseg calls ``decode_head.forward`` directly: no hooks)
+        handle = head.offset_learning.register_forward_hook(self._record_head_output)
         self._undo.append(handle.remove)
         freqfusion = sys.modules['mmseg.models.decode_heads.freqfusion']
         decode_head = sys.modules['mmseg.models.decode_heads.decode_head']
@@ -155,13 +161,13 @@ class StageProbe:
             if freqfusion_index is not None:
                 self._active_freqfusion = freqfusion_index
             if self.mode == 'time':
-                starts.append(time.perf_counter())
+                starts.append((time.perf_counter(), time.process_time()))
             elif self.mode == 'capture' and key != 'preprocess':
                 self.calls[key].append((mod, _detached(args, self.torch), _detached(kwargs, self.torch), params))
 
         def after(mod, args, kwargs, output):
             if self.mode == 'time':
-                self.times[key] += time.perf_counter() - starts.pop()
+                self._add(key, *starts.pop())
             if freqfusion_index is not None:
                 self._active_freqfusion = None
 
@@ -182,13 +188,17 @@ class StageProbe:
                     self.calls[stage].append((original, _detached(args, self.torch),
                                               _detached(kwargs, self.torch), []))
                 return original(*args, **kwargs)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out = original(*args, **kwargs)
-            self.times[stage] += time.perf_counter() - start
+            self._add(stage, start, start_cpu)
             return out
 
         setattr(owner, name, wrapped)
         self._undo.append(lambda: setattr(owner, name, original))
+
+    def _add(self, key, start, start_cpu):
+        self.times[key] += time.perf_counter() - start
+        self.cpu_times[key] += time.process_time() - start_cpu
 
     def _record_head_output(self, module, args, output):
         if self.mode == 'capture':
@@ -242,18 +252,18 @@ class IsolatedCall:
         self.seed = seed
 
     def run(self):
-        """Seconds of one forward + backward (inputs prepared before the clock starts)."""
+        """(wall, process CPU) seconds of one forward + backward (inputs prepared before the clock starts)."""
         torch = self.torch
         leaves = []
         args = _with_grad_leaves(self.args, leaves, torch)
         kwargs = _with_grad_leaves(self.kwargs, leaves, torch)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         outs = [o for o in _tensors(self.fn(*args, **kwargs), torch) if o.requires_grad]
         if self.cotangents is None:
             gen = torch.Generator().manual_seed(self.seed)
             self.cotangents = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
         torch.autograd.grad(outs, leaves + self.params, grad_outputs=self.cotangents, allow_unused=True)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -279,15 +289,21 @@ def bench_inference(model, probe, data, runs, warmup, torch):
             model.test_step(data)
 
     total = speed_common.summarise(*time_calls(infer, runs, warmup))
-    per_run = []
+    per_run, per_run_cpu = [], []
     with probe.active('time'):
         for _ in range(runs):
             probe.times.clear()
+            probe.cpu_times.clear()
             infer()
             per_run.append(dict(probe.times))
-    stages = {key: statistics.median(run.get(key, 0.0) for run in per_run)
-              for key in speed_common.STAGES if any(key in run for run in per_run)}
-    return total, stages
+            per_run_cpu.append(dict(probe.cpu_times))
+    return total, _stage_medians(per_run), _stage_medians(per_run_cpu)
+
+
+def _stage_medians(per_run):
+    """{stage: median over runs} in spec order (a stage missing from a run counts 0 there)."""
+    return {key: statistics.median(run.get(key, 0.0) for run in per_run)
+            for key in speed_common.STAGES if any(key in run for run in per_run)}
 
 
 def bench_train(model, cfg, probe, data, runs, warmup, torch):
@@ -323,17 +339,19 @@ def bench_train(model, cfg, probe, data, runs, warmup, torch):
                 call.run()
         for step in steps.values():
             step()
-    per_run = []
+    per_run, per_run_cpu = [], []
     for _ in range(runs):
-        times = {key: sum(call.run() for call in calls) for key, calls in isolated.items()}
+        wall, cpu = {}, {}
+        for key, calls in isolated.items():
+            times = [call.run() for call in calls]
+            wall[key], cpu[key] = sum(t[0] for t in times), sum(t[1] for t in times)
         for key, step in steps.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times[key] = time.perf_counter() - start
-        per_run.append(times)
-    stages = {key: statistics.median(run[key] for run in per_run)
-              for key in speed_common.STAGES if key in per_run[0]}
-    return total, stages, type(optim_wrapper.optimizer).__name__
+            wall[key], cpu[key] = time.perf_counter() - start, time.process_time() - start_cpu
+        per_run.append(wall)
+        per_run_cpu.append(cpu)
+    return total, _stage_medians(per_run), _stage_medians(per_run_cpu), type(optim_wrapper.optimizer).__name__
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -354,14 +372,16 @@ def versions(offseg_root, torch):
 def print_table(title, section):
     total = section['total']['median']
     print(f'\n{title}: {" x ".join(map(str, section["shape"]))}, total median {total:.4f} s '
-          f'(min {section["total"]["min"]:.4f}, max {section["total"]["max"]:.4f}, {section["runs"]} runs)')
-    print(f'  {"stage":40s} {"median s":>9s} {"share":>7s}')
+          f'(min {section["total"]["min"]:.4f}, max {section["total"]["max"]:.4f}, '
+          f'cpu {section["total"]["cpu_median"]:.4f}, {section["runs"]} runs)')
+    print(f'  {"stage":40s} {"median s":>9s} {"share":>7s} {"cpu s":>9s}')
     top = 0.0
     for key, value in section['stages'].items():
         nested = speed_common.is_nested(key)
         if not nested:
             top += value
-        print(f'  {("  " if nested else "") + key:40s} {value:9.4f} {100 * value / total:6.1f}%')
+        print(f'  {("  " if nested else "") + key:40s} {value:9.4f} {100 * value / total:6.1f}% '
+              f'{section["stages_cpu"][key]:9.4f}')
     print(f'  {"other (total - top-level stages)":40s} {total - top:9.4f} {100 * (total - top) / total:6.1f}%')
 
 
@@ -423,16 +443,16 @@ def main(argv=None):
           f'torch {torch.__version__}, {args.threads} threads, CPU {result["cpu"]["model"]} '
           f'({" ".join(result["cpu"]["flags"])}), load average {load_start}')
     shape = [args.batch, 3, *args.shape]
-    total, stages = bench_inference(model, probe, synthetic_data(torch, args.batch, *args.shape, seed=0),
-                                    args.runs, args.warmup, torch)
-    result['inference'] = dict(shape=shape, runs=args.runs, total=total, stages=stages)
+    total, stages, stages_cpu = bench_inference(model, probe, synthetic_data(torch, args.batch, *args.shape, seed=0),
+                                                args.runs, args.warmup, torch)
+    result['inference'] = dict(shape=shape, runs=args.runs, total=total, stages=stages, stages_cpu=stages_cpu)
     print_table('inference', result['inference'])
     if not args.no_train:
         num_classes = model.decode_head.num_classes
         data = synthetic_data(torch, args.train_batch, *args.crop, seed=1, num_classes=num_classes)
-        total, stages, optimizer = bench_train(model, cfg, probe, data, args.runs, args.warmup, torch)
+        total, stages, stages_cpu, optimizer = bench_train(model, cfg, probe, data, args.runs, args.warmup, torch)
         result['train'] = dict(shape=[args.train_batch, 3, *args.crop], runs=args.runs, total=total,
-                               optimizer=optimizer, stages=stages)
+                               optimizer=optimizer, stages=stages, stages_cpu=stages_cpu)
         print_table(f'train iteration ({optimizer})', result['train'])
     probe.close()
     result['load_average']['end'] = speed_common.load_average()

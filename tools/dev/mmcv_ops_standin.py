@@ -3,10 +3,10 @@
 Used by the ``tools/dev`` scripts that import official code at run time (they run with PyTorch,
 never inside jseg). mmcv-lite ships mmcv's Python sources but no ``mmcv._ext``, so importing
 ``mmcv.ops`` fails. :func:`install_mmcv_ops_standin` puts an empty ``mmcv.ops`` package in its place
-whose submodules still load from mmcv's own files on request (``sources``), or are given modules
-(``modules``, e.g. a plain-PyTorch CARAFE; their other names are placeholders too); ``mmcv._ext`` becomes a module whose every function
-raises when called, and any other name imported from ``mmcv.ops`` is a placeholder class that
-raises when used. Nothing of mmcv is copied.
+whose submodules still load from mmcv's own files (on import, or now for ``sources``) unless a module
+is given for them (``modules``, e.g. a plain-PyTorch CARAFE; their other names become placeholders);
+``mmcv._ext`` becomes a module whose every function raises when called, and any other name imported
+from ``mmcv.ops`` is a placeholder class that raises when used. Nothing of mmcv is copied.
 """
 import importlib
 import importlib.machinery

@@ -127,5 +127,6 @@ def self_check():
         diff = max([(outs[0] - outs[1]).abs().max().item()]
                    + [(a - b).abs().max().item() for a, b in zip(*grads)])
         results.append(((n, c, h, w, k, g, s), diff))
-        assert diff < 1e-10, f'carafe differs from the naive loop by {diff} on (N, C, h, w, k, G, s) = {(n, c, h, w, k, g, s)}'
+        assert diff < 1e-10, f'carafe differs from the naive loop by {diff} on (N, C, h, w, k, G, s) = ' \
+            f'{(n, c, h, w, k, g, s)}'
     return results
