@@ -32,7 +32,8 @@ Measurements (the issue-14 speed spec; stage keys in ``speed_common.STAGES``):
   backward w.r.t. the logits; ``optimizer``: ``optim_wrapper.step()`` on computed gradients;
   ``preprocess``: the training preprocessing, forward only.
 
-Every measurement runs ``--warmup`` untimed calls, then ``--runs`` timed ones; medians of the wall time
+Every measurement runs ``--warmup`` untimed calls, then ``--runs`` timed ones, each run timing the total
+and then the stages (so that load changes on a shared machine hit both alike); medians of the wall time
 are reported, and of the process CPU time (all threads; less sensitive to other load on a shared
 machine) as ``total.cpu_median`` and ``stages_cpu``.
 """
@@ -59,9 +60,9 @@ IGNORE_INDEX = 255
 
 def setup_official(offseg_root):
     """Stand-in ``mmcv.ops`` (CPU CARAFE), the checkout on ``sys.path``, mmseg's registries filled."""
-    import mmengine.model
     import types
 
+    import mmengine.model
     import torch_carafe
     from mmcv_ops_standin import install_mmcv_ops_standin
     carafe_module = types.ModuleType('mmcv.ops.carafe')
@@ -122,9 +123,9 @@ class StageProbe:
     """Hooks on the stage modules and wrappers of the stage functions of one official model.
 
     While ``mode == 'time'`` every stage call adds its wall and process CPU seconds to ``times[key]``
-    and ``cpu_times[key]``; while
-    ``mode == 'capture'`` it appends ``(callable, args, kwargs, params)`` with detached copies of its
-    inputs to ``calls[key]``. ``mode = None``: nothing. :meth:`close` removes everything.
+    and ``cpu_times[key]``; while ``mode == 'capture'`` it appends ``(callable, args, kwargs, params)``
+    with detached copies of its inputs to ``calls[key]``; ``mode = None``: nothing. The output of the
+    head is kept as ``head_output`` when capturing. :meth:`close` removes everything.
     """
 
     def __init__(self, model, torch):
@@ -268,36 +269,11 @@ class IsolatedCall:
 
 # ---------------------------------------------------------------------------------------------- timing
 
-def time_calls(fn, runs, warmup):
-    """(wall, cpu) seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(runs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
-def bench_inference(model, probe, data, runs, warmup, torch):
-    model.eval()
-
-    def infer():
-        with torch.no_grad():
-            model.test_step(data)
-
-    total = speed_common.summarise(*time_calls(infer, runs, warmup))
-    per_run, per_run_cpu = [], []
-    with probe.active('time'):
-        for _ in range(runs):
-            probe.times.clear()
-            probe.cpu_times.clear()
-            infer()
-            per_run.append(dict(probe.times))
-            per_run_cpu.append(dict(probe.cpu_times))
-    return total, _stage_medians(per_run), _stage_medians(per_run_cpu)
+def timed(fn):
+    """(wall, process CPU) seconds of one call of ``fn``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def _stage_medians(per_run):
@@ -306,11 +282,36 @@ def _stage_medians(per_run):
             for key in speed_common.STAGES if any(key in run for run in per_run)}
 
 
+def bench_inference(model, probe, data, runs, warmup, torch):
+    """(total summary, stage medians, stage CPU medians); each run = one plain call, then one instrumented."""
+    model.eval()
+
+    def infer():
+        with torch.no_grad():
+            model.test_step(data)
+
+    for _ in range(warmup):
+        infer()
+    wall, cpu, per_run, per_run_cpu = [], [], [], []
+    for _ in range(runs):
+        w, c = timed(infer)
+        wall.append(w)
+        cpu.append(c)
+        probe.times.clear()
+        probe.cpu_times.clear()
+        with probe.active('time'):
+            infer()
+        per_run.append(dict(probe.times))
+        per_run_cpu.append(dict(probe.cpu_times))
+    return speed_common.summarise(wall, cpu), _stage_medians(per_run), _stage_medians(per_run_cpu)
+
+
 def bench_train(model, cfg, probe, data, runs, warmup, torch):
+    """(total summary, stage medians, stage CPU medians, optimizer name); each run = one whole training
+    iteration, then every stage in isolation."""
     from mmengine.optim import build_optim_wrapper
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    total = speed_common.summarise(*time_calls(lambda: model.train_step(data, optim_wrapper), runs, warmup))
 
     # one training forward, capturing every stage call's inputs
     preprocessed = model.data_preprocessor(data, True)
@@ -328,30 +329,43 @@ def bench_train(model, cfg, probe, data, runs, warmup, torch):
                 for n, key in enumerate(speed_common.STAGES) if probe.calls.get(key)}
     isolated['loss'] = [IsolatedCall(head_loss, (probe.head_output,), {}, [], torch, seed=99)]
     parsed, _ = model.parse_losses(losses)
-    optim_wrapper.backward(parsed)                 # gradients for the optimizer stage
-    steps = dict(preprocess=lambda: model.data_preprocessor(data, True), optimizer=optim_wrapper.step)
+    optim_wrapper.backward(parsed)
+    params = [p for p in model.parameters() if p.grad is not None]
+    grads = [p.grad.clone() for p in params]       # restored before each timed optimizer step
+
+    def restore_grads():
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
 
     for call in (c for calls in isolated.values() for c in calls):
         call.run()                                 # fixes the cotangents
-    for _ in range(warmup):
-        for calls in isolated.values():
-            for call in calls:
-                call.run()
-        for step in steps.values():
-            step()
-    per_run, per_run_cpu = [], []
-    for _ in range(runs):
+
+    def stage_run():
         wall, cpu = {}, {}
         for key, calls in isolated.items():
             times = [call.run() for call in calls]
             wall[key], cpu[key] = sum(t[0] for t in times), sum(t[1] for t in times)
-        for key, step in steps.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            step()
-            wall[key], cpu[key] = time.perf_counter() - start, time.process_time() - start_cpu
-        per_run.append(wall)
-        per_run_cpu.append(cpu)
-    return total, _stage_medians(per_run), _stage_medians(per_run_cpu), type(optim_wrapper.optimizer).__name__
+        wall['preprocess'], cpu['preprocess'] = timed(lambda: model.data_preprocessor(data, True))
+        restore_grads()
+        wall['optimizer'], cpu['optimizer'] = timed(optim_wrapper.step)
+        return wall, cpu
+
+    def step():
+        model.train_step(data, optim_wrapper)
+
+    for _ in range(warmup):
+        step()
+        stage_run()
+    wall, cpu, per_run, per_run_cpu = [], [], [], []
+    for _ in range(runs):
+        w, c = timed(step)
+        wall.append(w)
+        cpu.append(c)
+        stages, stages_cpu = stage_run()
+        per_run.append(stages)
+        per_run_cpu.append(stages_cpu)
+    return (speed_common.summarise(wall, cpu), _stage_medians(per_run), _stage_medians(per_run_cpu),
+            type(optim_wrapper.optimizer).__name__)
 
 
 # ---------------------------------------------------------------------------------------------- report
