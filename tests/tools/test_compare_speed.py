@@ -130,6 +130,7 @@ def test_main_from_written_results(tmp_path, capsys):
     for name, res in [('j0', result('jseg', 1.0, {'backbone': 0.5}, 8.0, {'loss': 1.0})),
                       ('j1', result('jseg', 3.0, {'backbone': 0.7}, 12.0, {'loss': 3.0})),
                       ('o0', result('official', 4.0, {'backbone': 1.0}, 20.0, {'loss': 4.0}))]:
+        res['load_average'] = dict(start=3.0, end=0.5) if name == 'o0' else 1.5
         paths[name] = str(tmp_path / f'{name}.json')
         with open(paths[name], 'w') as f:
             json.dump(res, f)
@@ -140,6 +141,7 @@ def test_main_from_written_results(tmp_path, capsys):
     assert '| **total** | 2.0000 | 4.0000 | 0.50 |' in out          # jseg: median of 1 and 3
     assert '| `loss` | 2.0000 | 4.0000 | 0.50 |' in out
     assert 'threads: 2' in out and 'jittor 1.0' in out and 'torch 1.0' in out
+    assert 'load average (1 min) during the run: 0.50–3.00' in out           # the sides' own, not now
     with open(out_json) as f:
         saved = json.load(f)
     assert saved['ratios']['train']['total'] == pytest.approx(0.5)

@@ -244,6 +244,13 @@ def format_report(jseg, official, machine):
     return '\n'.join(lines)
 
 
+def side_loads(result):
+    """The load averages a benchmark recorded: ``load_average`` as a number or a dict of numbers."""
+    value = result.get('load_average')
+    values = value.values() if isinstance(value, dict) else [value]
+    return [v for v in values if isinstance(v, (int, float))]
+
+
 def _versions(result):
     versions = result.get('versions') or {}
     return ', '.join(f'{k} {v}' for k, v in versions.items()) or 'unknown'
@@ -321,6 +328,9 @@ def main(argv=None):
         if log is not sys.stderr:
             log.close()
     jseg, official = merge_rounds(jseg_results), merge_rounds(official_results)
+    if args.jseg_json or args.official_json:
+        loads = []                                 # the load when the given results were taken, not now
+    loads += [x for r in jseg_results + official_results for x in side_loads(r)]
     machine = dict(cpu=speed_common.cpu_info(), threads=args.threads, load_averages=loads,
                    rounds=max(len(jseg_results), len(official_results)), started=started)
     print(format_report(jseg, official, machine))
