@@ -20,11 +20,9 @@ for the content of each file.
 import argparse
 import gzip
 import importlib
-import importlib.machinery
 import json
 import os
 import sys
-import types
 import zlib
 
 import numpy as np
@@ -32,6 +30,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'models'))
 from model_helpers import seeded_inputs, seeded_weight  # noqa: E402
+
+import mmcv_ops_standin  # noqa: E402  (tools/dev, this script's folder)
 
 OL_CONFIG = 'local_configs/mask2former_offset_learning/mask2former_offset_learning_swin-t_8xb2-160k_ade20k-512x512.py'
 BASE_CONFIG = 'configs/mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'
@@ -48,39 +48,12 @@ STD = np.array([58.395, 57.12, 57.375])
 
 def install_mmcv_ops_standin():
     """``mmcv.ops`` from mmcv-lite's Python sources: ``point_sample`` and ``MultiScaleDeformableAttention`` only."""
-    import mmcv
-    ext = types.ModuleType('mmcv._ext')
-
-    def compiled_op(*args, **kwargs):
-        raise RuntimeError('a compiled mmcv operator was called (mmcv-lite has none)')
-
-    def ext_attr(name):
-        if name.startswith('__'):
-            raise AttributeError(name)
-        return compiled_op
-    ext.__getattr__ = ext_attr
-    ext.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None)   # no loader: not mmcv-full
-    sys.modules['mmcv._ext'] = ext
-
-    ops = types.ModuleType('mmcv.ops')
-    ops.__path__ = [os.path.join(os.path.dirname(mmcv.__file__), 'ops')]
-    sys.modules['mmcv.ops'] = ops
-    mmcv.ops = ops
-    point_sample = importlib.import_module('mmcv.ops.point_sample')
-    msda = importlib.import_module('mmcv.ops.multi_scale_deform_attn')
+    ops = mmcv_ops_standin.install_mmcv_ops_standin(sources=('point_sample', 'multi_scale_deform_attn'))
+    point_sample = sys.modules['mmcv.ops.point_sample']
+    msda = sys.modules['mmcv.ops.multi_scale_deform_attn']
     ops.point_sample = point_sample.point_sample
     ops.MultiScaleDeformableAttention = msda.MultiScaleDeformableAttention
     ops.multi_scale_deformable_attn_pytorch = msda.multi_scale_deformable_attn_pytorch
-
-    class Unavailable:
-        def __init__(self, *args, **kwargs):
-            raise RuntimeError('mmcv.ops stand-in: this operator is not available')
-
-    def ops_attr(name):
-        if name.startswith('__'):
-            raise AttributeError(name)
-        return Unavailable
-    ops.__getattr__ = ops_attr
 
 
 def seeded_image(seed):
