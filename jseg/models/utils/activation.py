@@ -1,19 +1,19 @@
 """Activation layers built from configs (``dict(type='ReLU')``), registered in ``MODELS``."""
-import math
 
 import jittor as jt
 from jittor import nn
 
+from jseg.ops.gelu import gelu
 from jseg.registry import MODELS
 
 __all__ = ['GELU', 'build_activation_layer']
 
 
 class GELU(nn.Module):
-    """GELU with the exact erf form (PyTorch's default ``approximate='none'``)."""
+    """GELU with the exact erf form (PyTorch's default ``approximate='none'``); :func:`jseg.ops.gelu.gelu`."""
 
     def execute(self, x):
-        return x * 0.5 * (1.0 + jt.erf(x / math.sqrt(2.0)))
+        return gelu(x)
 
 
 class HSigmoid(nn.Module):
