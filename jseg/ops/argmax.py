@@ -17,6 +17,7 @@ There is no gradient (the result is an index).
 import jittor as jt
 
 from .csrc_bundle import bundle_source
+from .dim_view import outer_n_inner
 from .fused_kernel import fused_ops_enabled
 
 __all__ = ['argmax']
@@ -33,12 +34,7 @@ def argmax(x, dim):
     if jt.flags.use_cuda or not fused_ops_enabled() or str(x.dtype) not in _DTYPES or x.shape[dim] == 0:
         return jt.argmax(x, dim)
     shape = tuple(x.shape)
-    outer = 1
-    for size in shape[:dim]:
-        outer *= size
-    inner = 1
-    for size in shape[dim + 1:]:
-        inner *= size
+    outer, _, inner = outer_n_inner(shape, dim)
     out_shape = shape[:dim] + shape[dim + 1:]
     flat = x.reshape((outer, shape[dim], inner))
     index, value = jt.code(

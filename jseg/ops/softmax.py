@@ -52,6 +52,7 @@ import jittor as jt
 from jittor import nn
 
 from .csrc_bundle import bundle_source
+from .dim_view import outer_n_inner
 
 __all__ = ['softmax', 'softmax_reference', 'softmax_fused', 'SoftmaxFunction']
 
@@ -142,12 +143,7 @@ def softmax_fused(x, dim, weight=None):
     shape = tuple(x.shape)
     if any(s == 0 for s in shape):
         raise ValueError(f'softmax_fused: empty tensor of shape {shape}')
-    outer = 1
-    for s in shape[:d]:
-        outer *= s
-    inner = 1
-    for s in shape[d + 1:]:
-        inner *= s
+    outer, _, inner = outer_n_inner(shape, d)
     x3 = x.reshape(outer, shape[d], inner)
     if weight is None:
         y = SoftmaxFunction.apply(x3)
