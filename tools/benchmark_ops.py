@@ -37,7 +37,11 @@ At OffSeg-T's real shapes for a 512x512 input:
   CPU only (skipped under CUDA, where ``jseg.ops.softmax`` is ``nn.softmax``);
 * the prediction of OffSeg-T at 512x512 (``--op argmax``): ``jseg.ops.argmax``
   over the 150 classes of one image's (150, 512, 512) logits against
-  ``jt.argmax`` (forward only: an index has no gradient). CPU only.
+  ``jt.argmax`` (forward only: an index has no gradient). CPU only;
+* GELU (``--op gelu``) on the largest EfficientFormerV2-S1 FFN activation at
+  512x512, (B, 128, 128, 128), batch 1 and 2, against the erf composition.
+  Alone the composition fuses well; the operator's gain is inside the model,
+  where Jittor fused the composition into the BatchNorm backward. CPU only.
 
 Timing: each case runs forward (outputs synced) and forward+backward
 (gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
@@ -71,6 +75,7 @@ Usage::
     python tools/benchmark_ops.py --op grid_sample
     python tools/benchmark_ops.py --op softmax --batch 1 2
     python tools/benchmark_ops.py --op argmax
+    python tools/benchmark_ops.py --op gelu
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -87,7 +92,7 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'all'],
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'gelu', 'all'],
                    default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
@@ -174,6 +179,12 @@ def _softmax_case(call, batch):
                 shape='x'.join(map(str, full)) + f' dim{dim}')
 
 
+def _gelu_case(batch, shape=(128, 128, 128)):
+    full = (batch, *shape)
+    return dict(op='gelu', name='GELU (FFN of stage 1)', batch=batch, full_shape=list(full),
+                shape='x'.join(map(str, full)))
+
+
 def _argmax_case(classes=150, size=512):
     shape = (classes, size, size)
     return dict(op='argmax', name='argmax over classes', batch=None, full_shape=list(shape),
@@ -254,6 +265,8 @@ def make_inputs(case, seed=0):
         inputs, grads = [x], [jt.randn(*case['full_shape'])]
     elif case['op'] == 'argmax':
         inputs, grads = [jt.randn(*case['full_shape'])], []
+    elif case['op'] == 'gelu':
+        inputs, grads = [jt.randn(*case['full_shape'])], [jt.randn(*case['full_shape'])]
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -296,6 +309,10 @@ def make_fn(case, impl):
         dim = case['dim']
         weight = jt.ones(1) if case['weighted'] else None      # FreqFusion's default window
         return lambda x: [f(x, dim, weight)]
+    if case['op'] == 'gelu':
+        from jseg.ops.gelu import gelu, gelu_reference
+        f = gelu_reference if impl == 'composition' else gelu
+        return lambda x: [f(x)]
     if case['op'] == 'argmax':
         import jittor as jt
 
@@ -437,6 +454,8 @@ def run(args):
         print('argmax: skipped on CUDA (a CPU-only operator: jseg.ops.argmax is jt.argmax there)')
     elif args.op in ('argmax', 'all'):
         cases.append((_argmax_case(), ['jit']))
+    if args.op in ('gelu', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
+        cases += [(_gelu_case(b), ['jit']) for b in args.batch or [1, 2]]
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '
