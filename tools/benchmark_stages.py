@@ -35,7 +35,6 @@ How they are timed:
 Nested stages are counted in their parent too; the work between stages
 (concatenations, reshapes) is what ``total`` minus the top-level stages leaves.
 """
-import re
 import statistics
 import time
 from collections import defaultdict
@@ -339,21 +338,29 @@ def time_train_stages(model, batch, optimizer, clip_grad, runs, warmup):
 
 # ---------------------------------------------------------------------------------------------- report
 
-def cpu_info():
-    """{'model': str, 'flags': [vector extensions]} of this machine's CPU (Linux; empty elsewhere)."""
-    model, flags = '', []
+# /proc/cpuinfo flags that name vector instruction sets (x86 ``flags``, Arm ``Features``)
+_VECTOR_PREFIXES = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'neon', 'sve')
+
+
+def cpu_info(path='/proc/cpuinfo'):
+    """``{"model": str, "flags": [vector extensions, sorted]}`` of the first CPU in ``path``.
+
+    Plain Python: ``tools/dev/speed_common.py`` uses it for the official model's side too.
+    """
+    model, flags = 'unknown', []
     try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                if key.strip() == 'model name' and not model:
-                    model = value.strip()
-                elif key.strip() == 'flags' and not flags:
-                    flags = value.split()
+        with open(path) as f:
+            text = f.read()
     except OSError:
-        pass
-    wanted = re.compile(r'^(sse4_2|avx|avx2|fma|avx512[a-z_0-9]*|amx[a-z_0-9]*|neon|asimd|sve)$')
-    return dict(model=model, flags=sorted(f for f in flags if wanted.match(f)))
+        return dict(model=model, flags=flags)
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip().lower()
+        if key in ('model name', 'hardware', 'cpu model') and model == 'unknown':
+            model = value.strip()
+        elif key in ('flags', 'features') and not flags:
+            flags = sorted({f for f in value.split() if f.startswith(_VECTOR_PREFIXES)})
+    return dict(model=model, flags=flags)
 
 
 def stage_table(stages, total):

@@ -39,7 +39,6 @@ machine) as ``total.cpu_median`` and ``stages_cpu``.
 """
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -399,13 +398,6 @@ def print_table(title, section):
     print(f'  {"other (total - top-level stages)":40s} {total - top:9.4f} {100 * (total - top) / total:6.1f}%')
 
 
-def write_json(path, obj):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(json.dumps(obj, indent=2) + '\n')
-    os.replace(tmp, path)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--offseg-root', default=os.environ.get('OFFSEG_ROOT'),
@@ -472,7 +464,7 @@ def main(argv=None):
     result['load_average']['end'] = speed_common.load_average()
     print(f'load average {load_start} at start, {result["load_average"]["end"]} at the end')
     if args.json:
-        write_json(args.json, result)
+        speed_common.write_json(args.json, result)
         print('results written to', args.json)
     return 0
 

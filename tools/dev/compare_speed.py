@@ -256,13 +256,6 @@ def _versions(result):
     return ', '.join(f'{k} {v}' for k, v in versions.items()) or 'unknown'
 
 
-def write_json(path, obj):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(json.dumps(obj, indent=2) + '\n')
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -337,7 +330,7 @@ def main(argv=None):
     if args.json:
         ratios = {s: {key: r for key, _, _, r in table_rows(jseg, official, s)} for s in SECTIONS
                   if s in jseg or s in official}
-        write_json(args.json, dict(machine=machine, jseg=jseg, official=official, ratios=ratios,
+        speed_common.write_json(args.json, dict(machine=machine, jseg=jseg, official=official, ratios=ratios,
                                    rounds=dict(jseg=jseg_results, official=official_results)))
         print(f'\nresults written to {args.json}')
     return 0

@@ -4,8 +4,13 @@ Plain Python (no torch, no Jittor): imported by ``tools/dev/benchmark_official_o
 PyTorch) and by ``tools/dev/compare_speed.py`` (run with jseg's Python). The stage keys and the JSON
 layout are those of the speed spec of issue 14 (see ``compare_speed.py``).
 """
+import json
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tools/
+from benchmark_stages import cpu_info  # noqa: E402,F401  (plain Python; one reader of /proc/cpuinfo)
 
 # Stage keys in report order; nested ones (inside their parent's time) are NESTED_STAGES.
 STAGES = (
@@ -17,31 +22,9 @@ STAGES = (
 )
 NESTED_SUFFIXES = ('.carafe', '.dysampler')
 
-# /proc/cpuinfo flags that name vector instruction sets (x86 ``flags``, Arm ``Features``)
-_VECTOR_PREFIXES = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'neon', 'sve')
-
-
 def is_nested(stage):
     """True for a stage counted inside its parent (``....carafe``, ``....dysampler``)."""
     return stage.endswith(NESTED_SUFFIXES)
-
-
-def cpu_info(path='/proc/cpuinfo'):
-    """``{"model": str, "flags": [vector extensions, sorted]}`` of the first CPU in ``path``."""
-    model, flags = 'unknown', []
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return dict(model=model, flags=flags)
-    for line in text.splitlines():
-        key, _, value = line.partition(':')
-        key = key.strip().lower()
-        if key in ('model name', 'hardware', 'cpu model') and model == 'unknown':
-            model = value.strip()
-        elif key in ('flags', 'features') and not flags:
-            flags = sorted({f for f in value.split() if f.startswith(_VECTOR_PREFIXES)})
-    return dict(model=model, flags=flags)
 
 
 def load_average():
@@ -59,3 +42,11 @@ def summarise(wall, cpu=None):
         out['cpu_median'] = statistics.median(cpu)
     out['runs'] = list(wall)
     return out
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(json.dumps(obj, indent=2) + '\n')
+    os.replace(tmp, path)
