@@ -4,11 +4,14 @@ The layers compute the variance in two passes (mean of squared deviations), as
 PyTorch does, rather than as E[x^2] - E[x]^2, so that outputs match official
 PyTorch checkpoints closely even for activations with a large mean.
 ``BatchNorm2d`` keeps PyTorch's running statistics (unbiased running variance)
-and, as ``SyncBN``, averages batch statistics across MPI ranks.
+and, as ``SyncBN``, averages batch statistics across MPI ranks. Training-mode
+BatchNorm and GroupNorm run the operators of :mod:`jseg.ops.norm` (JIT CPU
+kernels, or their compositions on CUDA).
 """
 import jittor as jt
 from jittor import nn
 
+from jseg.ops.norm import batch_norm_train, group_norm
 from jseg.registry import MODELS
 
 __all__ = ['BatchNorm2d', 'GroupNorm', 'LayerNorm', 'build_norm_layer']
@@ -36,25 +39,16 @@ class BatchNorm2d(nn.Module):
         self.running_var = jt.ones(num_features).stop_grad()
 
     def execute(self, x):
-        dims = [0] + list(range(2, x.ndim))
         shape = [1, -1] + [1] * (x.ndim - 2)
         if self.is_training():
-            count = x.numel() // x.shape[1]
-            mean = x.mean(dims=dims)
-            if self.sync and jt.in_mpi:
-                mean = mean.mpi_all_reduce('mean')
-                count *= jt.world_size
-            centered = x - mean.reshape(shape)
-            var = (centered * centered).mean(dims=dims)
-            if self.sync and jt.in_mpi:
-                var = var.mpi_all_reduce('mean')
+            count = x.numel() // x.shape[1] * (jt.world_size if self.sync and jt.in_mpi else 1)
+            out, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps, self.sync)
             m = self.momentum
             unbiased = var * (count / max(count - 1, 1))
             self.running_mean.update(self.running_mean * (1 - m) + mean.detach() * m)
             self.running_var.update(self.running_var * (1 - m) + unbiased.detach() * m)
-            out = centered / jt.sqrt(var + self.eps).reshape(shape)
-        else:
-            out = (x - self.running_mean.reshape(shape)) / jt.sqrt(self.running_var + self.eps).reshape(shape)
+            return out
+        out = (x - self.running_mean.reshape(shape)) / jt.sqrt(self.running_var + self.eps).reshape(shape)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
         return out
@@ -74,16 +68,7 @@ class GroupNorm(nn.Module):
         self.bias = jt.zeros(num_channels) if affine else None
 
     def execute(self, x):
-        b = x.shape[0]
-        grouped = x.reshape(b, self.num_groups, -1)
-        mean = grouped.mean(dim=2, keepdims=True)
-        centered = grouped - mean
-        var = (centered * centered).mean(dim=2, keepdims=True)
-        out = (centered / jt.sqrt(var + self.eps)).reshape(x.shape)
-        if self.affine:
-            shape = [1, -1] + [1] * (x.ndim - 2)
-            out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return out
+        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
 class LayerNorm(nn.Module):
