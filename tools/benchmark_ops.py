@@ -38,13 +38,26 @@ At OffSeg-T's real shapes for a 512x512 input:
 * the prediction of OffSeg-T at 512x512 (``--op argmax``): ``jseg.ops.argmax``
   over the 150 classes of one image's (150, 512, 512) logits against
   ``jt.argmax`` (forward only: an index has no gradient). CPU only;
+* the per-pixel loss of OffSeg-T's training at 512x512 (``--op loss``): the
+  (B, 150, 128, 128) logits resized (bilinear operator, both sides) to the
+  512x512 labels (10% ignored), then softmax cross-entropy averaged over the
+  pixels, ``jseg.ops.softmax_nll`` against the composition of
+  ``cross_entropy``; batch 1 and 2, as ``loss_by_feat`` runs it. The resize
+  and the mean belong to the case: how Jittor fuses the composition depends on
+  them (alone, on a plain input and with a per-pixel gradient, the two are
+  about as fast). Without gradients (``jt.no_grad``) ``softmax_nll`` is the
+  composition, which fuses the resize into its reduction, so the forward
+  case times the same code twice. CPU only;
 * GELU (``--op gelu``) on the largest EfficientFormerV2-S1 FFN activation at
   512x512, (B, 128, 128, 128), batch 1 and 2, against the erf composition.
   Alone the composition fuses well; the operator's gain is inside the model,
   where Jittor fused the composition into the BatchNorm backward. CPU only.
 
-Timing: each case runs forward (outputs synced) and forward+backward
-(gradients of sum(out * g) for every input, synced); after ``--warmup`` calls
+Timing: each case runs forward (under ``jt.no_grad()``, as inference does;
+outputs synced) and forward+backward
+(outputs and the gradients of sum(out * g) for every input, synced: in
+training the forward's outputs are used too, and a composition that Jittor
+would otherwise fuse into its backward must compute them); after ``--warmup`` calls
 (which also JIT-compile), ``--rounds`` rounds of ``--repeats`` calls each,
 composition and operator interleaved round by round so that load changes on
 a shared machine hit both. Reported: the median wall-clock time over all
@@ -75,6 +88,7 @@ Usage::
     python tools/benchmark_ops.py --op grid_sample
     python tools/benchmark_ops.py --op softmax --batch 1 2
     python tools/benchmark_ops.py --op argmax
+    python tools/benchmark_ops.py --op loss
     python tools/benchmark_ops.py --op gelu
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
@@ -92,7 +106,7 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'gelu', 'all'],
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'loss', 'gelu', 'all'],
                    default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
@@ -185,6 +199,12 @@ def _gelu_case(batch, shape=(128, 128, 128)):
                 shape='x'.join(map(str, full)))
 
 
+def _loss_case(batch, classes=150, size=128, label_size=512):
+    full = (batch, classes, size, size)
+    return dict(op='loss', name='resize + cross-entropy', batch=batch, full_shape=list(full),
+                label_size=label_size, shape='x'.join(map(str, full)), differentiable=1)
+
+
 def _argmax_case(classes=150, size=512):
     shape = (classes, size, size)
     return dict(op='argmax', name='argmax over classes', batch=None, full_shape=list(shape),
@@ -265,6 +285,11 @@ def make_inputs(case, seed=0):
         inputs, grads = [x], [jt.randn(*case['full_shape'])]
     elif case['op'] == 'argmax':
         inputs, grads = [jt.randn(*case['full_shape'])], []
+    elif case['op'] == 'loss':
+        b, k, size = case['batch'], case['full_shape'][1], case['label_size']
+        label = jt.randint(0, k, shape=(b, size, size))
+        label = jt.where(jt.rand(label.shape) < 0.1, jt.full_like(label, 255), label).int32()
+        inputs, grads = [jt.randn(*case['full_shape']) * 3.0, label], [jt.ones(1)]
     elif case['op'] == 'gelu':
         inputs, grads = [jt.randn(*case['full_shape'])], [jt.randn(*case['full_shape'])]
     else:
@@ -313,6 +338,12 @@ def make_fn(case, impl):
         from jseg.ops.gelu import gelu, gelu_reference
         f = gelu_reference if impl == 'composition' else gelu
         return lambda x: [f(x)]
+    if case['op'] == 'loss':
+        from jseg.ops.resize_bilinear import resize_bilinear
+        from jseg.ops.softmax_nll import softmax_nll_fused, softmax_nll_reference
+        f = softmax_nll_reference if impl == 'composition' else softmax_nll_fused
+        size = (case['label_size'], case['label_size'])
+        return lambda x, label: [f(resize_bilinear(x, size, False), label, 255).mean()]
     if case['op'] == 'argmax':
         import jittor as jt
 
@@ -331,12 +362,15 @@ def make_call(case, impl, backward, inputs, grads):
     import jittor as jt
     fn = make_fn(case, impl)
     if not backward:
-        return lambda: fn(*inputs)
+        def fwd():
+            with jt.no_grad():
+                return fn(*inputs)
+        return fwd
 
     def fwd_bwd():
         outs = fn(*inputs)
         loss = sum((o * g).sum() for o, g in zip(outs, grads))
-        return jt.grad(loss, inputs)
+        return list(outs) + list(jt.grad(loss, inputs[:case.get('differentiable', len(inputs))]))
     return fwd_bwd
 
 
@@ -454,6 +488,8 @@ def run(args):
         print('argmax: skipped on CUDA (a CPU-only operator: jseg.ops.argmax is jt.argmax there)')
     elif args.op in ('argmax', 'all'):
         cases.append((_argmax_case(), ['jit']))
+    if args.op in ('loss', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
+        cases += [(_loss_case(b), ['jit']) for b in args.batch or [1, 2]]
     if args.op in ('gelu', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
         cases += [(_gelu_case(b), ['jit']) for b in args.batch or [1, 2]]
 

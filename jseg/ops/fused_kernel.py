@@ -19,7 +19,7 @@ The switch is process-wide: it routes the public functions, so every
 module that calls them (FreqFusion, offset learning, deformable attention)
 follows it. :func:`jseg.ops.resize_bilinear` (and so ``resize(...,
 mode='bilinear')``), :func:`jseg.ops.softmax`, :func:`jseg.ops.argmax`,
-and :func:`jseg.ops.grid_sample.grid_sample`
+:func:`jseg.ops.softmax_nll.softmax_nll` and :func:`jseg.ops.grid_sample.grid_sample`
 read it at each call and use their JIT operators only while it is on (and not
 on CUDA); their fallbacks are Jittor's own ops or the compositions.
 """

@@ -9,6 +9,7 @@ import warnings
 import jittor as jt
 from jittor import nn
 
+from jseg.ops.softmax_nll import softmax_nll
 from jseg.registry import MODELS
 
 from .utils import get_class_weight, weight_reduce_loss
@@ -44,15 +45,16 @@ def cross_entropy(pred, label, weight=None, class_weight=None, reduction='mean',
     it runs and with PyTorch's weighted mean.
     """
     valid = label != ignore_index
-    safe = jt.where(valid, label, jt.zeros_like(label))                    # (N, ...)
-    classes = jt.index(pred.shape, 1)                                      # class id along dim 1
-    onehot = classes == safe.unsqueeze(1)                                  # (N, C, ...)
-    nll = -(_log_softmax(pred, 1) * onehot).sum(1)                         # (N, ...)
     pixel_weight = None
-    if class_weight is not None:
+    if class_weight is None:
+        loss = softmax_nll(pred, label, ignore_index)                      # (N, ...), 0 where ignored
+    else:
+        safe = jt.where(valid, label, jt.zeros_like(label))                # (N, ...)
+        classes = jt.index(pred.shape, 1)                                  # class id along dim 1
+        onehot = classes == safe.unsqueeze(1)                              # (N, C, ...)
+        nll = -(_log_softmax(pred, 1) * onehot).sum(1)                     # (N, ...)
         pixel_weight = (class_weight.reshape([1, -1] + [1] * (pred.ndim - 2)) * onehot).sum(1)
-        nll = nll * pixel_weight
-    loss = jt.where(valid, nll, jt.zeros_like(nll))
+        loss = jt.where(valid, nll * pixel_weight, jt.zeros_like(nll))
     if avg_factor is None and reduction == 'mean':
         if class_weight is None:
             avg_factor = valid.int32().sum().float32().detach() if avg_non_ignore else label.numel()

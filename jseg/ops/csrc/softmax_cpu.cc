@@ -16,6 +16,8 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu_exp.h"
+
 namespace jseg_softmax {
 typedef long long idx_t;
 
@@ -27,31 +29,7 @@ constexpr idx_t PAR_MIN_WORK = idx_t(1) << 22;
 // output (2 * n * 128 * 4 bytes, 25.6 KB for the 25 taps of a 5x5 kernel) stays in L1.
 constexpr idx_t INNER_BLOCK = 128;
 
-// exp(x) for float: Cody-Waite reduction by ln 2 and a degree-6 polynomial (the Cephes expf
-// coefficients), about 1 ulp over the whole range. Written without calls or branches so that g++
-// vectorises the loops that use it at any SIMD width (-march=native), unlike a libm call;
-// underflow (x below -87.3, -inf included) gives exactly 0.
-inline float exp_approx(float x) {
-    const float lo = -87.33654f, hi = 88.72284f;
-    const float xc = x < lo ? lo : (x > hi ? hi : x);
-    const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
-    float r = xc - fx * 0.693359375f;
-    r = r - fx * -2.12194440e-4f;
-    const float z = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * z + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;   // 2^fx
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return x < lo ? 0.0f : p * scale;
-}
-
-inline double exp_approx(double x) { return std::exp(x); }
+using jseg_math::exp_approx;
 
 // Whether v is finite, from its bits: Jittor compiles with -Ofast, under which std::isfinite may
 // be folded to true.
