@@ -48,6 +48,11 @@ At OffSeg-T's real shapes for a 512x512 input:
   about as fast). Without gradients (``jt.no_grad``) ``softmax_nll`` is the
   composition, which fuses the resize into its reduction, so the forward
   case times the same code twice. CPU only;
+* normalisation (``--op norm``): training-mode BatchNorm of EfficientFormerV2-S1's
+  stage 1 at 512x512 (B, 32, 128, 128) and of its FFN's hidden width
+  (B, 128, 128, 128), and the decode head's GroupNorm(32) after ``align``
+  (B, 256, 128, 128); batch 1 and 2; ``jseg.ops.norm`` against its
+  compositions. CPU only;
 * GELU (``--op gelu``) on the largest EfficientFormerV2-S1 FFN activation at
   512x512, (B, 128, 128, 128), batch 1 and 2, against the erf composition.
   Alone the composition fuses well; the operator's gain is inside the model,
@@ -89,6 +94,7 @@ Usage::
     python tools/benchmark_ops.py --op softmax --batch 1 2
     python tools/benchmark_ops.py --op argmax
     python tools/benchmark_ops.py --op loss
+    python tools/benchmark_ops.py --op norm
     python tools/benchmark_ops.py --op gelu
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
@@ -106,7 +112,7 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'loss', 'gelu', 'all'],
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'loss', 'norm', 'gelu', 'all'],
                    default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
@@ -205,6 +211,13 @@ def _loss_case(batch, classes=150, size=128, label_size=512):
                 label_size=label_size, shape='x'.join(map(str, full)), differentiable=1)
 
 
+def _norm_case(kind, batch, channels, size=128, groups=32):
+    full = (batch, channels, size, size)
+    name = 'BatchNorm (training)' if kind == 'batch' else f'GroupNorm({groups})'
+    return dict(op='norm', kind=kind, groups=groups, name=name, batch=batch, full_shape=list(full),
+                shape='x'.join(map(str, full)))
+
+
 def _argmax_case(classes=150, size=512):
     shape = (classes, size, size)
     return dict(op='argmax', name='argmax over classes', batch=None, full_shape=list(shape),
@@ -285,6 +298,10 @@ def make_inputs(case, seed=0):
         inputs, grads = [x], [jt.randn(*case['full_shape'])]
     elif case['op'] == 'argmax':
         inputs, grads = [jt.randn(*case['full_shape'])], []
+    elif case['op'] == 'norm':
+        c = case['full_shape'][1]
+        inputs = [jt.randn(*case['full_shape']) * 2.0 + 1.0, jt.rand(c) + 0.5, jt.randn(c)]
+        grads = [jt.randn(*case['full_shape'])]
     elif case['op'] == 'loss':
         b, k, size = case['batch'], case['full_shape'][1], case['label_size']
         label = jt.randint(0, k, shape=(b, size, size))
@@ -338,6 +355,13 @@ def make_fn(case, impl):
         from jseg.ops.gelu import gelu, gelu_reference
         f = gelu_reference if impl == 'composition' else gelu
         return lambda x: [f(x)]
+    if case['op'] == 'norm':
+        from jseg.ops import norm
+        if case['kind'] == 'batch':
+            f = norm.batch_norm_train_reference if impl == 'composition' else norm.batch_norm_train
+            return lambda x, w, b: [f(x, w, b)[0]]
+        f = norm.group_norm_reference if impl == 'composition' else norm.group_norm
+        return lambda x, w, b: [f(x, case['groups'], w, b)]
     if case['op'] == 'loss':
         from jseg.ops.resize_bilinear import resize_bilinear
         from jseg.ops.softmax_nll import softmax_nll_fused, softmax_nll_reference
@@ -490,6 +514,10 @@ def run(args):
         cases.append((_argmax_case(), ['jit']))
     if args.op in ('loss', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
         cases += [(_loss_case(b), ['jit']) for b in args.batch or [1, 2]]
+    if args.op in ('norm', 'all') and not jt.flags.use_cuda:   # CPU-only operators
+        for b in args.batch or [1, 2]:
+            cases += [(_norm_case('batch', b, 32), ['jit']), (_norm_case('batch', b, 128), ['jit']),
+                      (_norm_case('group', b, 256), ['jit'])]
     if args.op in ('gelu', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
         cases += [(_gelu_case(b), ['jit']) for b in args.batch or [1, 2]]
 
