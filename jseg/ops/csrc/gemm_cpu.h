@@ -1,0 +1,218 @@
+// Packed matrix product on the CPU, Goto/BLIS style: C = op(A) op(B), optionally batched, for the
+// jt.code operators of jseg/ops/gemm.py (which describes the algorithm and its measurements).
+// Host code only (GCC vector extensions, OpenMP). Widths, register tile and cache blocks come from
+// cpu_simd.h (GEMM_MR, GEMM_NR, GEMM_KC, GEMM_MC, GEMM_NC).
+//
+// Operands are described by strides, so a transpose or a broadcast costs nothing: element (i, k)
+// of op(A) of batch b is A[b * a_bs + i * a_rs + k * a_cs] (a_bs = 0 for an operand shared by the
+// batch), the same for B (k, j); C (i, j) of batch b is C[b * c_bs + i * ldc + j]. c_bs = 0 with a
+// batch of several sums the batch's products into one C (the gradient of a shared operand).
+#ifndef JSEG_GEMM_CPU_H
+#define JSEG_GEMM_CPU_H
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdlib.h>
+#include <cstring>
+#include <omp.h>
+
+#include "cpu_simd.h"
+
+namespace jseg_gemm {
+typedef long long idx_t;
+constexpr int VBYTES = jseg_simd::BYTES;
+constexpr int MR = jseg_simd::GEMM_MR;      // rows of a register tile
+constexpr int NR = jseg_simd::GEMM_NR;      // vectors per register tile row
+constexpr idx_t KC = jseg_simd::GEMM_KC;    // reduction depth of a packed block (L1 strips)
+constexpr idx_t MC = jseg_simd::GEMM_MC;    // rows of a packed A block (L2)
+constexpr idx_t NC = jseg_simd::GEMM_NC;    // columns of a packed B panel (L3)
+// Multiply-adds below which one thread does all the work: about 4 ms on one AVX2 core, less
+// than a parallel region can wait for a busy second core (10-25 ms measured for other kernels).
+constexpr double PAR_MIN_WORK = double(1 << 27);
+
+template <class T> struct Vec { typedef typename jseg_simd::Vec<T>::type type; };
+template <class T> constexpr int lanes() { return VBYTES / (int)sizeof(T); }
+template <class T> constexpr int tile_cols() { return NR * lanes<T>(); }
+
+inline idx_t ceil_div(idx_t a, idx_t b) { return (a + b - 1) / b; }
+inline idx_t round_up(idx_t a, idx_t b) { return ceil_div(a, b) * b; }
+
+// A strided operand: element (r, c) of matrix b is p[b * bs + r * rs + c * cs].
+template <class T> struct Operand {
+    const T* p; idx_t bs, rs, cs;
+    const T* at(idx_t b) const { return p + b * bs; }
+};
+
+// Pack rows [i0, i0 + mc) x columns [k0, k0 + kc) of op(A) into strips of MR rows: strip s holds
+// kc groups of MR values (row i0 + s * MR + r at position k * MR + r); rows past mc are zero.
+template <class T>
+void pack_a(const T* __restrict__ a, idx_t rs, idx_t cs, idx_t i0, idx_t mc, idx_t k0, idx_t kc,
+            T* __restrict__ dst) {
+    for (idx_t s = 0; s * MR < mc; s++) {
+        T* d = dst + s * MR * kc;
+        const idx_t rows = std::min<idx_t>(MR, mc - s * MR);
+        const T* src = a + (i0 + s * MR) * rs + k0 * cs;
+        if (rs == 1) {  // op(A) column-contiguous (a transposed A): read along the rows
+            for (idx_t k = 0; k < kc; k++) {
+                for (idx_t r = 0; r < rows; r++) d[k * MR + r] = src[k * cs + r];
+                for (idx_t r = rows; r < MR; r++) d[k * MR + r] = T(0);
+            }
+        } else {        // read each row along k
+            for (idx_t r = 0; r < rows; r++)
+                for (idx_t k = 0; k < kc; k++) d[k * MR + r] = src[r * rs + k * cs];
+            for (idx_t r = rows; r < MR; r++)
+                for (idx_t k = 0; k < kc; k++) d[k * MR + r] = T(0);
+        }
+    }
+}
+
+// Pack rows [k0, k0 + kc) x columns [j0, j0 + nc) of op(B) into strips of NW = NR vectors of
+// columns: strip t holds kc rows of NW values (column j0 + t * NW + j at k * NW + j); columns past
+// nc are zero.
+template <class T>
+void pack_b(const T* __restrict__ b, idx_t rs, idx_t cs, idx_t k0, idx_t kc, idx_t j0, idx_t nc,
+            T* __restrict__ dst) {
+    constexpr idx_t NW = tile_cols<T>();
+    for (idx_t t = 0; t * NW < nc; t++) {
+        T* d = dst + t * NW * kc;
+        const idx_t cols = std::min<idx_t>(NW, nc - t * NW);
+        const T* src = b + k0 * rs + (j0 + t * NW) * cs;
+        if (cs == 1) {  // rows of op(B) contiguous
+            for (idx_t k = 0; k < kc; k++) {
+                std::memcpy(d + k * NW, src + k * rs, sizeof(T) * cols);
+                for (idx_t j = cols; j < NW; j++) d[k * NW + j] = T(0);
+            }
+        } else {        // a transposed B: read each column along k
+            for (idx_t j = 0; j < cols; j++)
+                for (idx_t k = 0; k < kc; k++) d[k * NW + j] = src[j * cs + k * rs];
+            for (idx_t j = cols; j < NW; j++)
+                for (idx_t k = 0; k < kc; k++) d[k * NW + j] = T(0);
+        }
+    }
+}
+
+// The register tile: O[0:MR, 0:NW] (+)= Ap (kc x MR, packed) ^T-product Bp (kc x NW, packed),
+// MR x NR vectors of accumulators, one broadcast of A and NR loads of B per step of k.
+template <class T>
+inline void micro(idx_t kc, const T* __restrict__ ap, const T* __restrict__ bp, T* __restrict__ o,
+                  idx_t ldo, bool accumulate) {
+    typedef typename Vec<T>::type V;
+    constexpr int VL = lanes<T>();
+    constexpr int NW = tile_cols<T>();
+    V c[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NR; v++) c[r][v] = V{};
+#pragma GCC unroll 4
+    for (idx_t k = 0; k < kc; k++) {
+        V y[NR];
+        for (int v = 0; v < NR; v++) std::memcpy(&y[v], bp + k * NW + v * VL, VBYTES);
+        for (int r = 0; r < MR; r++) {
+            const T x = ap[k * MR + r];
+            for (int v = 0; v < NR; v++) c[r][v] += x * y[v];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NR; v++) {
+            if (accumulate) {
+                V old;
+                std::memcpy(&old, o + r * ldo + v * VL, VBYTES);
+                c[r][v] += old;
+            }
+            std::memcpy(o + r * ldo + v * VL, &c[r][v], VBYTES);
+        }
+}
+
+// C[0:mc, 0:nc] (+)= packed A block (mc x kc) times packed B panel (kc x nc): register tiles over
+// the B strips (outer, each strip reused from L1 by every A strip) and the A strips (inner). Edge
+// tiles go through a local tile and copy back only their valid part.
+template <class T>
+void macro(idx_t mc, idx_t nc, idx_t kc, const T* ap, const T* bp, T* c, idx_t ldc, bool accumulate) {
+    constexpr idx_t NW = tile_cols<T>();
+    alignas(64) T tile[MR * NW];
+    for (idx_t j = 0; j < nc; j += NW) {
+        const idx_t cols = std::min(NW, nc - j);
+        for (idx_t i = 0; i < mc; i += MR) {
+            const idx_t rows = std::min<idx_t>(MR, mc - i);
+            T* o = c + i * ldc + j;
+            const T* a = ap + i * kc;
+            const T* b = bp + j * kc;
+            if (rows == MR && cols == NW) {
+                micro<T>(kc, a, b, o, ldc, accumulate);
+                continue;
+            }
+            micro<T>(kc, a, b, tile, NW, false);
+            for (idx_t r = 0; r < rows; r++)
+                for (idx_t q = 0; q < cols; q++)
+                    o[r * ldc + q] = accumulate ? o[r * ldc + q] + tile[r * NW + q] : tile[r * NW + q];
+        }
+    }
+}
+
+// Scratch of one thread: a packed A block and a packed B panel, 64-byte aligned, uninitialised.
+template <class T> struct Scratch {
+    T* a = nullptr; T* b = nullptr;
+    Scratch() {   // posix_memalign: Jittor compiles as C++14, without std::aligned_alloc
+        void* p = nullptr;
+        if (posix_memalign(&p, 64, sizeof(T) * MC * KC) == 0) a = static_cast<T*>(p);
+        if (posix_memalign(&p, 64, sizeof(T) * KC * NC) == 0) b = static_cast<T*>(p);
+    }
+    ~Scratch() { std::free(a); std::free(b); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+};
+
+// C = op(A) op(B) for every batch (see the top of the file for the strides). Work items are
+// (output batch, NC column panel, row chunk); rows are split into MC chunks only when the panels
+// are fewer than the threads. Every element of C is computed by one thread in one fixed order
+// (K in KC blocks, then the batch when it is summed), so the result does not depend on the thread
+// count.
+template <class T>
+void gemm(idx_t batch, idx_t M, idx_t N, idx_t K, Operand<T> A, Operand<T> B, T* C, idx_t c_bs, idx_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || batch <= 0) {
+        const idx_t out_batch = (c_bs == 0 || batch <= 0) ? 1 : batch;
+        for (idx_t b = 0; b < out_batch; b++)
+            for (idx_t i = 0; i < M; i++) std::fill(C + b * c_bs + i * ldc, C + b * c_bs + i * ldc + N, T(0));
+        return;
+    }
+    const bool summed = c_bs == 0 && batch > 1;
+    const idx_t out_batch = summed ? 1 : batch;
+    const idx_t panels = ceil_div(N, NC);
+    const bool parallel = double(batch) * M * N * K >= PAR_MIN_WORK && omp_get_max_threads() > 1;
+    const idx_t threads = parallel ? omp_get_max_threads() : 1;
+    const idx_t chunks = out_batch * panels >= threads ? 1 : ceil_div(M, MC);
+    const idx_t items = out_batch * panels * chunks;
+#pragma omp parallel if (parallel)
+    {
+        Scratch<T> s;
+#pragma omp for schedule(static)
+        for (idx_t item = 0; item < items; item++) {
+            const idx_t chunk = item % chunks;
+            const idx_t panel = (item / chunks) % panels;
+            const idx_t ob = item / (chunks * panels);
+            const idx_t j0 = panel * NC, nc = std::min(NC, N - j0);
+            const idx_t m_lo = chunks == 1 ? 0 : chunk * MC;
+            const idx_t m_hi = chunks == 1 ? M : std::min(M, m_lo + MC);
+            T* c = C + ob * c_bs + j0;
+            // rows per packed A block: the chunk's rows in equal blocks of at most MC (150 rows
+            // as 78 + 72, not 144 + 6: a thin last block streams the whole B panel for few rows)
+            const idx_t mb = std::min(MC, round_up(ceil_div(m_hi - m_lo, ceil_div(m_hi - m_lo, MC)), MR));
+            for (idx_t b = summed ? 0 : ob; b < (summed ? batch : ob + 1); b++) {
+                for (idx_t k0 = 0; k0 < K; k0 += KC) {
+                    const idx_t kc = std::min(KC, K - k0);
+                    pack_b<T>(B.at(b), B.rs, B.cs, k0, kc, j0, nc, s.b);
+                    const bool accumulate = k0 > 0 || (summed && b > 0);
+                    for (idx_t i0 = m_lo; i0 < m_hi; i0 += mb) {
+                        const idx_t mc = std::min(mb, m_hi - i0);
+                        pack_a<T>(A.at(b), A.rs, A.cs, i0, mc, k0, kc, s.a);
+                        macro<T>(mc, nc, kc, s.a, s.b, c + i0 * ldc, ldc, accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace jseg_gemm
+
+#endif  // JSEG_GEMM_CPU_H
