@@ -46,7 +46,8 @@ At OffSeg-T's real shapes for a 512x512 input:
   products (``jt.matmul`` per 2-D slice, oneDNN's sgemm on the CPU) or
   convolution: 256x256 @ 256x32768; the backbone's 1x1 convolutions of
   stages 1 and 2 at batch 2, 512x512 (shared weight @ (2, Cin, HW), against
-  PointwiseConv's permute + one ``jt.matmul``); the attention products of
+  PointwiseConv's permute + one ``jt.matmul``; and the talking heads of the
+  stage-4 attention, 8 -> 8 channels on (2, 8, 256x256)); the attention products of
   stages 3/4 (16 = B*h products of 1024x32 @ 32x1024 and 1024x1024 @
   1024x32, and the 256-token ones of the model at 512x512); the offset
   learning's 150x256 @ 256x16384 per image (batch 2); and the head's 1x1
@@ -211,6 +212,7 @@ def offseg_t_gemm_calls():
         ('backbone 1x1 conv stage 1 128->32', 'pointwise', (32, 128), (2, 128, 128 * 128), False, False),
         ('backbone 1x1 conv stage 2 48->192', 'pointwise', (192, 48), (2, 48, 64 * 64), False, False),
         ('backbone 1x1 conv stage 2 192->48', 'pointwise', (48, 192), (2, 192, 64 * 64), False, False),
+        ('stage 4 talking head 8->8', 'pointwise', (8, 8), (2, 8, 256 * 256), False, False),
         ('attention q@k 16x (1024x32)@(32x1024)', 'matmul', (16, 1024, 32), (16, 32, 1024), False, False),
         ('attention a@v 16x (1024x1024)@(1024x32)', 'matmul', (16, 1024, 1024), (16, 1024, 32), False, False),
         ('stage 4 q@k 16x (256x32)@(32x256)', 'matmul', (16, 256, 32), (16, 32, 256), False, False),

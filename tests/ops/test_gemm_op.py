@@ -139,3 +139,28 @@ def test_public_gemm_routes_by_switch(monkeypatch):
         assert rel_err(gemm(jt.array(a), jt.array(b)).numpy(), expected) < 2e-6
         assert rel_err(gemm_reference(jt.array(a), jt.array(b)).numpy(), expected) < 2e-6
     assert len(calls) == 1
+
+
+def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
+    """PointwiseConv and a 1x1 ConvModule run the operator, with nn.Conv2d's result and gradients."""
+    from jseg.models.backbones.efficientformer_v2_utils import PointwiseConv
+    from jseg.models.utils.conv_module import ConvModule
+    rng = np.random.default_rng(17)
+    x = jt.array(rng.standard_normal((2, 9, 5, 7)).astype(np.float32))
+    g = jt.array(rng.standard_normal((2, 13, 5, 7)).astype(np.float32))
+    for module in (PointwiseConv(9, 13), ConvModule(9, 13, 1, act_cfg=None)):
+        conv = module if isinstance(module, PointwiseConv) else module.conv
+        params = [x, conv.weight, conv.bias]
+        results = {}
+        for fused in (True, False):
+            calls = count_calls(monkeypatch, GemmFunction)
+            with ops.fused_ops(fused):
+                y = module(x)
+                grads = jt.grad((y * g).sum(), params)
+            results[fused] = [y.numpy()] + [d.numpy() for d in grads]
+            assert len(calls) == (1 if fused else 0)
+            monkeypatch.undo()
+        expected = nn_conv = results[False]
+        assert rel_err(nn_conv[0], jt.nn.conv2d(x, conv.weight, conv.bias).numpy()) < 1e-6
+        for actual, want in zip(results[True], expected):
+            assert rel_err(actual, want) < 2e-6

@@ -6,7 +6,9 @@
   bicubically resized in token-index space as ``F.interpolate(..., mode='bicubic')``;
 * :func:`upsample2x_bilinear`: ``nn.Upsample(scale_factor=2, mode='bilinear')``;
 * :func:`batched_matmul` and :class:`PointwiseConv`: per-head products and 1x1
-  convolutions routed to Jittor's GEMM, which is faster on the CPU.
+  convolutions as matrix products: jseg's packed GEMM operator
+  (:func:`jseg.ops.gemm.gemm`) on the CPU while the fused operators are on,
+  else one 2-D ``jt.matmul`` (Jittor's GEMM) per product.
 
 Interpolation is written as separable gathers with precomputed taps, so it is
 differentiable and exact (float32 weights computed as PyTorch computes them).
@@ -17,6 +19,8 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
+from jseg.ops.gemm import gemm, gemm_applies
+
 __all__ = ['PointwiseConv', 'batched_matmul', 'gather_attention_bias', 'relative_offset_index',
            'upsample2x_bilinear']
 
@@ -26,7 +30,9 @@ class PointwiseConv(nn.Conv2d):
 
     Same parameters as ``nn.Conv2d(in_channels, out_channels, 1)``. On the CPU,
     Jittor's GEMM is about twice as fast as its oneDNN convolution here,
-    forward and backward.
+    forward and backward; the packed GEMM operator (when it applies) computes
+    Y[b] = W X[b] per image without permuting the input, its weight gradient
+    summed over the batch inside the kernel.
     """
 
     def __init__(self, in_channels, out_channels):
@@ -35,7 +41,9 @@ class PointwiseConv(nn.Conv2d):
     def execute(self, x):
         b, c, h, w = x.shape
         weight = self.weight.reshape(self.out_channels, c)
-        if b == 1:
+        if gemm_applies(x):
+            y = gemm(weight, x.reshape(b, c, h * w))                             # (B, Cout, HW)
+        elif b == 1:
             y = jt.matmul(weight, x.reshape(c, h * w))                         # (Cout, HW)
         else:
             y = jt.matmul(weight, x.permute(1, 0, 2, 3).reshape(c, b * h * w))  # (Cout, B*HW)
@@ -74,7 +82,12 @@ def batched_matmul(a, b):
     2-D products go to oneDNN's GEMM and are several times faster here. The
     custom gradient keeps the backward pass on GEMMs as well (differentiating
     through the per-head slices would add a full-size scatter per slice).
+    Where the packed GEMM operator applies, one batched call of it instead.
     """
+    if gemm_applies(a) and b.dtype == a.dtype:
+        lead = tuple(a.shape[:-2])
+        prod = gemm(a.reshape((-1,) + tuple(a.shape[-2:])), b.reshape((-1,) + tuple(b.shape[-2:])))
+        return prod.reshape(lead + tuple(prod.shape[-2:]))
     return _BatchedMatmul.apply(a, b)
 
 
