@@ -32,6 +32,8 @@ constexpr double PAR_MIN_WORK = double(1 << 27);
 
 // Products of at most this many register tiles of columns read A in place instead of packing it.
 constexpr idx_t DIRECT_A_MAX_COLS = 4;
+// Products of at most this many rows read B in place instead of packing it.
+constexpr idx_t DIRECT_B_MAX_ROWS = 48;
 
 template <class T> struct Vec { typedef typename jseg_simd::Vec<T>::type type; };
 template <class T> constexpr int lanes() { return VBYTES / (int)sizeof(T); }
@@ -94,12 +96,12 @@ void pack_b(const T* __restrict__ b, idx_t rs, idx_t cs, idx_t k0, idx_t kc, idx
     }
 }
 
-// The register tile: O[0:MR, 0:NW] (+)= A strip (MR x kc) times Bp (kc x NW, packed), MR x NR
+// The register tile: O[0:MR, 0:NW] (+)= A strip (MR x kc) times B strip (kc x NW), MR x NR
 // vectors of accumulators, one broadcast of A and NR loads of B per step of k. The A strip is
 // packed (PACKED_A: element (r, k) at ap[k * MR + r]) or read in place from rows of lda elements
-// (ap[r * lda + k]).
+// (ap[r * lda + k]); row k of the B strip starts at bp + k * ldb (ldb = NW when packed).
 template <class T, bool PACKED_A>
-inline void micro(idx_t kc, const T* __restrict__ ap, idx_t lda, const T* __restrict__ bp,
+inline void micro(idx_t kc, const T* __restrict__ ap, idx_t lda, const T* __restrict__ bp, idx_t ldb,
                   T* __restrict__ o, idx_t ldo, bool accumulate) {
     typedef typename Vec<T>::type V;
     constexpr int VL = lanes<T>();
@@ -110,7 +112,7 @@ inline void micro(idx_t kc, const T* __restrict__ ap, idx_t lda, const T* __rest
 #pragma GCC unroll 4
     for (idx_t k = 0; k < kc; k++) {
         V y[NR];
-        for (int v = 0; v < NR; v++) std::memcpy(&y[v], bp + k * NW + v * VL, VBYTES);
+        for (int v = 0; v < NR; v++) std::memcpy(&y[v], bp + k * ldb + v * VL, VBYTES);
         for (int r = 0; r < MR; r++) {
             const T x = PACKED_A ? ap[k * MR + r] : ap[r * lda + k];
             for (int v = 0; v < NR; v++) c[r][v] += x * y[v];
@@ -130,30 +132,35 @@ inline void micro(idx_t kc, const T* __restrict__ ap, idx_t lda, const T* __rest
 // C[0:mc, 0:nc] (+)= A block (mc x kc) times packed B panel (kc x nc): register tiles over the B
 // strips (outer, each strip reused from L1 by every A strip) and the A strips (inner). The A block
 // is packed (ap, lda = 0) or, for a narrow panel, read in place from rows of lda elements; edge
-// strips of an in-place block are packed into edge_a first (MR x kc). Edge tiles go through a
-// local tile and copy back only their valid part.
+// strips of an in-place block are packed into edge_a first (MR x kc). The B panel is packed (bp,
+// ldb = 0) or, for a product of few rows, read in place from rows of ldb elements, its last strip
+// packed into edge_b (kc x NW) when narrower than a tile. Edge tiles go through a local tile and
+// copy back only their valid part.
 template <class T>
-void macro(idx_t mc, idx_t nc, idx_t kc, const T* ap, idx_t lda, const T* bp, T* c, idx_t ldc,
-           bool accumulate, T* edge_a) {
+void macro(idx_t mc, idx_t nc, idx_t kc, const T* ap, idx_t lda, const T* bp, idx_t ldb, T* c, idx_t ldc,
+           bool accumulate, T* edge_a, T* edge_b) {
     constexpr idx_t NW = tile_cols<T>();
     alignas(64) T tile[MR * NW];
     const idx_t full_rows = lda ? mc / MR * MR : mc;
     if (lda && full_rows < mc) pack_a<T>(ap, lda, 1, full_rows, mc - full_rows, 0, kc, edge_a);
     for (idx_t j = 0; j < nc; j += NW) {
         const idx_t cols = std::min(NW, nc - j);
-        const T* b = bp + j * kc;
+        const bool b_in_place = ldb && cols == NW;
+        if (ldb && !b_in_place) pack_b<T>(bp, ldb, 1, 0, kc, j, cols, edge_b);
+        const T* b = b_in_place ? bp + j : ldb ? edge_b : bp + j * kc;
+        const idx_t b_step = b_in_place ? ldb : NW;
         for (idx_t i = 0; i < mc; i += MR) {
             const idx_t rows = std::min<idx_t>(MR, mc - i);
             T* o = c + i * ldc + j;
             const bool in_place = lda && i < full_rows;
             const T* a = in_place ? ap + i * lda : lda ? edge_a : ap + i * kc;
             if (rows == MR && cols == NW) {
-                if (in_place) micro<T, false>(kc, a, lda, b, o, ldc, accumulate);
-                else micro<T, true>(kc, a, 0, b, o, ldc, accumulate);
+                if (in_place) micro<T, false>(kc, a, lda, b, b_step, o, ldc, accumulate);
+                else micro<T, true>(kc, a, 0, b, b_step, o, ldc, accumulate);
                 continue;
             }
-            if (in_place) micro<T, false>(kc, a, lda, b, tile, NW, false);
-            else micro<T, true>(kc, a, 0, b, tile, NW, false);
+            if (in_place) micro<T, false>(kc, a, lda, b, b_step, tile, NW, false);
+            else micro<T, true>(kc, a, 0, b, b_step, tile, NW, false);
             for (idx_t r = 0; r < rows; r++)
                 for (idx_t q = 0; q < cols; q++)
                     o[r * ldc + q] = accumulate ? o[r * ldc + q] + tile[r * NW + q] : tile[r * NW + q];
@@ -194,6 +201,9 @@ void gemm(idx_t batch, idx_t M, idx_t N, idx_t K, Operand<T> A, Operand<T> B, T*
     // A narrow product reads rows of A in place: packing A costs a pass over it, which only
     // DIRECT_A_MAX_COLS / NW register tiles per row would reuse (see DIRECT_A_MAX_COLS).
     const bool direct_a = A.cs == 1 && N <= DIRECT_A_MAX_COLS * tile_cols<T>();
+    // A product of few rows reads rows of B in place: packing B costs a pass over it, which only
+    // DIRECT_B_MAX_ROWS / MR register tiles per column would reuse.
+    const bool direct_b = B.cs == 1 && M <= DIRECT_B_MAX_ROWS;
     const bool parallel = double(batch) * M * N * K >= PAR_MIN_WORK && omp_get_max_threads() > 1;
     const idx_t threads = parallel ? omp_get_max_threads() : 1;
     const idx_t chunks = out_batch * panels >= threads ? 1 : ceil_div(M, MC);
@@ -216,16 +226,19 @@ void gemm(idx_t batch, idx_t M, idx_t N, idx_t K, Operand<T> A, Operand<T> B, T*
             for (idx_t b = summed ? 0 : ob; b < (summed ? batch : ob + 1); b++) {
                 for (idx_t k0 = 0; k0 < K; k0 += KC) {
                     const idx_t kc = std::min(KC, K - k0);
-                    pack_b<T>(B.at(b), B.rs, B.cs, k0, kc, j0, nc, s.b);
+                    const T* b_panel = B.at(b) + k0 * B.rs + j0;   // in place (direct_b)
+                    if (!direct_b) pack_b<T>(B.at(b), B.rs, B.cs, k0, kc, j0, nc, s.b);
+                    const T* bp = direct_b ? b_panel : s.b;
+                    const idx_t ldb = direct_b ? B.rs : 0;
                     const bool accumulate = k0 > 0 || (summed && b > 0);
                     for (idx_t i0 = m_lo; i0 < m_hi; i0 += mb) {
                         const idx_t mc = std::min(mb, m_hi - i0);
                         if (direct_a) {
-                            macro<T>(mc, nc, kc, A.at(b) + i0 * A.rs + k0, A.rs, s.b, c + i0 * ldc, ldc,
-                                     accumulate, s.a);
+                            macro<T>(mc, nc, kc, A.at(b) + i0 * A.rs + k0, A.rs, bp, ldb, c + i0 * ldc, ldc,
+                                     accumulate, s.a, s.b);
                         } else {
                             pack_a<T>(A.at(b), A.rs, A.cs, i0, mc, k0, kc, s.a);
-                            macro<T>(mc, nc, kc, s.a, 0, s.b, c + i0 * ldc, ldc, accumulate, s.a);
+                            macro<T>(mc, nc, kc, s.a, 0, bp, ldb, c + i0 * ldc, ldc, accumulate, s.a, s.b);
                         }
                     }
                 }
