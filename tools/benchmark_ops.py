@@ -49,7 +49,9 @@ At OffSeg-T's real shapes for a 512x512 input:
   PointwiseConv's permute + one ``jt.matmul``; and the talking heads of the
   stage-4 attention, 8 -> 8 channels on (2, 8, 256x256)); the attention products of
   stages 3/4 (16 = B*h products of 1024x32 @ 32x1024 and 1024x1024 @
-  1024x32, and the 256-token ones of the model at 512x512); the offset
+  1024x32, and those of the model at 512x512: 256 tokens in the attentions
+  of stages 3 and 4, 256 queries over 1024 keys in the downsampling one;
+  against ``batched_matmul``'s per-head products); the offset
   learning's 150x256 @ 256x16384 per image (batch 2); and the head's 1x1
   ConvModule, 256 -> 256 channels on (2, 256, 128, 128), against
   ``nn.conv2d``. CPU only.
@@ -202,7 +204,8 @@ def offseg_t_gemm_calls():
     """(name, kind, A shape, B shape, trans_a, trans_b) of the products timed by ``--op gemm``.
 
     kind: 'matmul' (op(A) @ op(B), a 2-D operand shared by the batch; composition: ``jt.matmul``
-    per 2-D slice), 'pointwise' (weight (Cout, Cin) @ x (B, Cin, HW); composition: PointwiseConv's
+    per 2-D slice), 'heads' (the backbone's per-head attention products; composition:
+    ``batched_matmul``'s per-head ``jt.matmul`` with its GEMM gradient), 'pointwise' (weight (Cout, Cin) @ x (B, Cin, HW); composition: PointwiseConv's
     permute and one ``jt.matmul``) or 'conv' (the same as a 1x1 convolution; composition:
     ``nn.conv2d``).
     """
@@ -213,10 +216,12 @@ def offseg_t_gemm_calls():
         ('backbone 1x1 conv stage 2 48->192', 'pointwise', (192, 48), (2, 48, 64 * 64), False, False),
         ('backbone 1x1 conv stage 2 192->48', 'pointwise', (48, 192), (2, 192, 64 * 64), False, False),
         ('stage 4 talking head 8->8', 'pointwise', (8, 8), (2, 8, 256 * 256), False, False),
-        ('attention q@k 16x (1024x32)@(32x1024)', 'matmul', (16, 1024, 32), (16, 32, 1024), False, False),
-        ('attention a@v 16x (1024x1024)@(1024x32)', 'matmul', (16, 1024, 1024), (16, 1024, 32), False, False),
-        ('stage 4 q@k 16x (256x32)@(32x256)', 'matmul', (16, 256, 32), (16, 32, 256), False, False),
-        ('stage 4 a@v 16x (256x256)@(256x128)', 'matmul', (16, 256, 256), (16, 256, 128), False, False),
+        ('attention q@k 16x (1024x32)@(32x1024)', 'heads', (16, 1024, 32), (16, 32, 1024), False, False),
+        ('attention a@v 16x (1024x1024)@(1024x32)', 'heads', (16, 1024, 1024), (16, 1024, 32), False, False),
+        ('stage 3/4 q@k 16x (256x32)@(32x256)', 'heads', (16, 256, 32), (16, 32, 256), False, False),
+        ('stage 3/4 a@v 16x (256x256)@(256x128)', 'heads', (16, 256, 256), (16, 256, 128), False, False),
+        ('downsampling q@k 16x (256x16)@(16x1024)', 'heads', (16, 256, 16), (16, 16, 1024), False, False),
+        ('downsampling a@v 16x (256x1024)@(1024x64)', 'heads', (16, 256, 1024), (16, 1024, 64), False, False),
         ('offset learning (150x256)@(256x16384)', 'matmul', (150, 256), (2, 256, 128 * 128), False, False),
         ('head 1x1 ConvModule 256->256', 'conv', (256, 256), (2, 256, 128 * 128), False, False),
     ]
@@ -387,6 +392,9 @@ def _gemm_fn(case, impl):
         return lambda a, b: [gemm_fused(a, b, ta, tb)]
     if kind == 'matmul':
         return lambda a, b: [gemm_reference(a, b, ta, tb)]
+    if kind == 'heads':
+        from jseg.models.backbones.efficientformer_v2_utils import _BatchedMatmul
+        return lambda a, b: [_BatchedMatmul.apply(a, b)]
     if kind == 'pointwise':
         def pointwise(w, x):
             n, c, hw = x.shape

@@ -128,6 +128,14 @@ def test_bad_operands_raise_clear_errors():
         gemm(jt.zeros((5,)), a)
 
 
+def test_talking_heads_stay_on_jt_matmul(monkeypatch):
+    from jseg.models.backbones.efficientformer_v2_utils import GEMM_MIN_CHANNELS, PointwiseConv
+    calls = count_calls(monkeypatch, GemmFunction)
+    heads = GEMM_MIN_CHANNELS // 2
+    PointwiseConv(heads, heads)(jt.ones((1, heads, 3, 3))).sync()
+    assert len(calls) == 0
+
+
 def test_public_gemm_routes_by_switch(monkeypatch):
     rng = np.random.default_rng(13)
     a, b = rng.standard_normal((2, 7, 13)).astype(np.float32), rng.standard_normal((13, 5)).astype(np.float32)
@@ -142,13 +150,14 @@ def test_public_gemm_routes_by_switch(monkeypatch):
 
 
 def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
-    """PointwiseConv and a 1x1 ConvModule run the operator, with nn.Conv2d's result and gradients."""
+    """PointwiseConv (from GEMM_MIN_CHANNELS channels on) and a 1x1 ConvModule run the operator,
+    with nn.Conv2d's result and gradients."""
     from jseg.models.backbones.efficientformer_v2_utils import PointwiseConv
     from jseg.models.utils.conv_module import ConvModule
     rng = np.random.default_rng(17)
-    x = jt.array(rng.standard_normal((2, 9, 5, 7)).astype(np.float32))
-    g = jt.array(rng.standard_normal((2, 13, 5, 7)).astype(np.float32))
-    for module in (PointwiseConv(9, 13), ConvModule(9, 13, 1, act_cfg=None)):
+    x = jt.array(rng.standard_normal((2, 17, 5, 7)).astype(np.float32))
+    g = jt.array(rng.standard_normal((2, 19, 5, 7)).astype(np.float32))
+    for module in (PointwiseConv(17, 19), ConvModule(17, 19, 1, act_cfg=None)):
         conv = module if isinstance(module, PointwiseConv) else module.conv
         params = [x, conv.weight, conv.bias]
         results = {}
@@ -160,7 +169,7 @@ def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
             results[fused] = [y.numpy()] + [d.numpy() for d in grads]
             assert len(calls) == (1 if fused else 0)
             monkeypatch.undo()
-        expected = nn_conv = results[False]
-        assert rel_err(nn_conv[0], jt.nn.conv2d(x, conv.weight, conv.bias).numpy()) < 1e-6
+        expected = results[False]
+        assert rel_err(expected[0], jt.nn.conv2d(x, conv.weight, conv.bias).numpy()) < 1e-6
         for actual, want in zip(results[True], expected):
             assert rel_err(actual, want) < 2e-6

@@ -25,6 +25,10 @@ __all__ = ['PointwiseConv', 'batched_matmul', 'gather_attention_bias', 'relative
            'upsample2x_bilinear']
 
 
+# PointwiseConv uses the packed GEMM operator from this many input and output channels on.
+GEMM_MIN_CHANNELS = 16
+
+
 class PointwiseConv(nn.Conv2d):
     """1x1 convolution computed as one matrix product: (B, Cin, H, W) -> (B, Cout, H, W).
 
@@ -32,7 +36,11 @@ class PointwiseConv(nn.Conv2d):
     Jittor's GEMM is about twice as fast as its oneDNN convolution here,
     forward and backward; the packed GEMM operator (when it applies) computes
     Y[b] = W X[b] per image without permuting the input, its weight gradient
-    summed over the batch inside the kernel.
+    summed over the batch inside the kernel. Not for fewer than
+    ``GEMM_MIN_CHANNELS`` input or output channels (the attention's talking
+    heads, 8 -> 8): there the product is memory-bound and the operator's
+    forward+backward was slower than ``jt.matmul``'s (4.3 ms against 3.3 ms,
+    one thread, ``tools/benchmark_ops.py --op gemm``).
     """
 
     def __init__(self, in_channels, out_channels):
@@ -41,7 +49,7 @@ class PointwiseConv(nn.Conv2d):
     def execute(self, x):
         b, c, h, w = x.shape
         weight = self.weight.reshape(self.out_channels, c)
-        if gemm_applies(x):
+        if gemm_applies(x) and min(c, self.out_channels) >= GEMM_MIN_CHANNELS:
             y = gemm(weight, x.reshape(b, c, h * w))                             # (B, Cout, HW)
         elif b == 1:
             y = jt.matmul(weight, x.reshape(c, h * w))                         # (Cout, HW)
