@@ -129,8 +129,7 @@ inline void micro(idx_t kc, const T* __restrict__ ap, idx_t lda, const T* __rest
         }
 }
 
-// C[0:mc, 0:nc] (+)= A block (mc x kc) times packed B panel (kc x nc): register tiles over the B
-// strips (outer, each strip reused from L1 by every A strip) and the A strips (inner). The A block
+// C[0:mc, 0:nc] (+)= A block (mc x kc) times B panel (kc x nc), register tile by register tile. The A block
 // is packed (ap, lda = 0) or, for a narrow panel, read in place from rows of lda elements; edge
 // strips of an in-place block are packed into edge_a first (MR x kc). The B panel is packed (bp,
 // ldb = 0) or, for a product of few rows, read in place from rows of ldb elements, its last strip
@@ -142,29 +141,34 @@ void macro(idx_t mc, idx_t nc, idx_t kc, const T* ap, idx_t lda, const T* bp, id
     constexpr idx_t NW = tile_cols<T>();
     alignas(64) T tile[MR * NW];
     const idx_t full_rows = lda ? mc / MR * MR : mc;
+    const idx_t full_cols = ldb ? nc / NW * NW : nc;
     if (lda && full_rows < mc) pack_a<T>(ap, lda, 1, full_rows, mc - full_rows, 0, kc, edge_a);
-    for (idx_t j = 0; j < nc; j += NW) {
-        const idx_t cols = std::min(NW, nc - j);
-        const bool b_in_place = ldb && cols == NW;
-        if (ldb && !b_in_place) pack_b<T>(bp, ldb, 1, 0, kc, j, cols, edge_b);
+    if (ldb && full_cols < nc) pack_b<T>(bp, ldb, 1, 0, kc, full_cols, nc - full_cols, edge_b);
+    auto tile_at = [&](idx_t i, idx_t j) {
+        const idx_t rows = std::min<idx_t>(MR, mc - i), cols = std::min(NW, nc - j);
+        const bool b_in_place = ldb && j < full_cols;
         const T* b = b_in_place ? bp + j : ldb ? edge_b : bp + j * kc;
         const idx_t b_step = b_in_place ? ldb : NW;
-        for (idx_t i = 0; i < mc; i += MR) {
-            const idx_t rows = std::min<idx_t>(MR, mc - i);
-            T* o = c + i * ldc + j;
-            const bool in_place = lda && i < full_rows;
-            const T* a = in_place ? ap + i * lda : lda ? edge_a : ap + i * kc;
-            if (rows == MR && cols == NW) {
-                if (in_place) micro<T, false>(kc, a, lda, b, b_step, o, ldc, accumulate);
-                else micro<T, true>(kc, a, 0, b, b_step, o, ldc, accumulate);
-                continue;
-            }
-            if (in_place) micro<T, false>(kc, a, lda, b, b_step, tile, NW, false);
-            else micro<T, true>(kc, a, 0, b, b_step, tile, NW, false);
-            for (idx_t r = 0; r < rows; r++)
-                for (idx_t q = 0; q < cols; q++)
-                    o[r * ldc + q] = accumulate ? o[r * ldc + q] + tile[r * NW + q] : tile[r * NW + q];
+        T* o = c + i * ldc + j;
+        const bool in_place = lda && i < full_rows;
+        const T* a = in_place ? ap + i * lda : lda ? edge_a : ap + i * kc;
+        if (rows == MR && cols == NW) {
+            if (in_place) micro<T, false>(kc, a, lda, b, b_step, o, ldc, accumulate);
+            else micro<T, true>(kc, a, 0, b, b_step, o, ldc, accumulate);
+            return;
         }
+        if (in_place) micro<T, false>(kc, a, lda, b, b_step, tile, NW, false);
+        else micro<T, true>(kc, a, 0, b, b_step, tile, NW, false);
+        for (idx_t r = 0; r < rows; r++)
+            for (idx_t q = 0; q < cols; q++)
+                o[r * ldc + q] = accumulate ? o[r * ldc + q] + tile[r * NW + q] : tile[r * NW + q];
+    };
+    if (lda) {   // in-place A, a narrow panel: each A strip stays in L1 across the few B strips
+        for (idx_t i = 0; i < mc; i += MR)
+            for (idx_t j = 0; j < nc; j += NW) tile_at(i, j);
+    } else {     // each B strip stays in L1 across the A strips of the packed block
+        for (idx_t j = 0; j < nc; j += NW)
+            for (idx_t i = 0; i < mc; i += MR) tile_at(i, j);
     }
 }
 
