@@ -32,6 +32,9 @@ constexpr double PAR_MIN_WORK = double(1 << 27);
 
 // Products of at most this many register tiles of columns read A in place instead of packing it.
 constexpr idx_t DIRECT_A_MAX_COLS = 4;
+// B panels of at most this many bytes (shallow products: K = 32 with 2048 columns) are walked
+// by rows of register tiles, so that C is written along its rows.
+constexpr idx_t ROW_ORDER_MAX_PANEL_BYTES = idx_t(256) << 10;
 // Products of at most this many rows read B in place instead of packing it.
 constexpr idx_t DIRECT_B_MAX_ROWS = 48;
 
@@ -163,7 +166,9 @@ void macro(idx_t mc, idx_t nc, idx_t kc, const T* ap, idx_t lda, const T* bp, id
             for (idx_t q = 0; q < cols; q++)
                 o[r * ldc + q] = accumulate ? o[r * ldc + q] + tile[r * NW + q] : tile[r * NW + q];
     };
-    if (lda) {   // in-place A, a narrow panel: each A strip stays in L1 across the few B strips
+    if (lda || kc * nc * idx_t(sizeof(T)) <= ROW_ORDER_MAX_PANEL_BYTES) {
+        // in-place A (a narrow panel) or a shallow panel that stays in L2: each A strip stays in
+        // L1 across the B strips, and C is written row strip by row strip
         for (idx_t i = 0; i < mc; i += MR)
             for (idx_t j = 0; j < nc; j += NW) tile_at(i, j);
     } else {     // each B strip stays in L1 across the A strips of the packed block
