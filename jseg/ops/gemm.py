@@ -25,7 +25,24 @@ strips of ``GEMM_MR`` rows (zero-padded); a register tile of ``GEMM_MR`` x
 strip over the slice with one broadcast and ``GEMM_NR`` loads per step, and
 adds into C. Transposes and the shared operand are strides of the packing
 loops: nothing is copied beyond the packed blocks. Edge tiles are computed in
-a local tile and copied back partially.
+a local tile and copied back partially. Three shape-driven variants, each
+measured on one AVX2 core at OffSeg-T's shapes (``gemm_cpu.h`` names the
+constants):
+
+* a narrow product (N up to 4 register tiles, 64 floats with AVX2) reads the
+  rows of A in place instead of packing them (packing is a pass over A that
+  too few tiles reuse: 16 x (1024x1024 @ 1024x32) 35 -> 19 ms);
+* a product of at most 48 rows reads the rows of B in place (the talking
+  heads, the input gradients of narrow 1x1 convolutions);
+* a shallow B panel (up to 256 KB, e.g. K = 32) is walked by rows of register
+  tiles, so that C is written along its rows ((2x) 128x32 @ 32x16384 10.4 ->
+  6.1 ms).
+
+Block sizes (``cpu_simd.h``): KC = 256, MC = 144, NC = 2048 floats, BLIS's
+choice for AVX2 single precision; on this loaded 2-core AMD EPYC machine
+KC/MC/NC of 256/72/2048, 384/96/2048, 512/48/1024 and 384/144/1024 were not
+faster (256x256 @ 256x32768: 44-65 GFLOPS for all, within the noise of the
+shared machine; OpenBLAS 61-65 GFLOPS in the same minutes).
 
 OpenMP: the work items are (output batch, column panel, and, when those are
 fewer than the threads, row block); calls below 2^27 multiply-adds
