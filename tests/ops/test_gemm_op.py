@@ -173,3 +173,22 @@ def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
         assert rel_err(expected[0], jt.nn.conv2d(x, conv.weight, conv.bias).numpy()) < 1e-6
         for actual, want in zip(results[True], expected):
             assert rel_err(actual, want) < 2e-6
+
+
+def test_batched_matmul_routes_narrow_products_by_gradient(monkeypatch):
+    """Heads' products use the operator, except narrow ones (attn @ v) without a gradient."""
+    from jseg.models.backbones.efficientformer_v2_utils import GEMM_NARROW_COLS, batched_matmul
+    rng = np.random.default_rng(19)
+    a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 7, GEMM_NARROW_COLS)).astype(np.float32)
+    expected = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    calls = count_calls(monkeypatch, GemmFunction)
+    av, bv = jt.array(a), jt.array(b)
+    assert rel_err(batched_matmul(av, bv).numpy(), expected) < 2e-6
+    assert len(calls) == 1
+    with jt.no_grad():
+        assert rel_err(batched_matmul(av, bv).numpy(), expected) < 2e-6
+        assert len(calls) == 1
+        wide = np.concatenate([b, b], -1)
+        assert rel_err(batched_matmul(av, jt.array(wide)).numpy(), np.concatenate([expected] * 2, -1)) < 2e-6
+        assert len(calls) == 2

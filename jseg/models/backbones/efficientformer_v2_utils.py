@@ -27,6 +27,8 @@ __all__ = ['PointwiseConv', 'batched_matmul', 'gather_attention_bias', 'relative
 
 # PointwiseConv uses the packed GEMM operator from this many input and output channels on.
 GEMM_MIN_CHANNELS = 16
+# batched_matmul keeps jt.matmul for gradient-free products of at most this many columns.
+GEMM_NARROW_COLS = 64
 
 
 class PointwiseConv(nn.Conv2d):
@@ -90,9 +92,14 @@ def batched_matmul(a, b):
     2-D products go to oneDNN's GEMM and are several times faster here. The
     custom gradient keeps the backward pass on GEMMs as well (differentiating
     through the per-head slices would add a full-size scatter per slice).
-    Where the packed GEMM operator applies, one batched call of it instead.
+    Where the packed GEMM operator applies, one batched call of it instead,
+    except for a narrow product (m <= ``GEMM_NARROW_COLS``) that needs no
+    gradient: the attention's ``attn @ v`` in inference, where Jittor's
+    forward was 2-6% faster (with a gradient the operator's forward+backward
+    was 2.2-3.2x faster; ``tools/benchmark_ops.py --op gemm``, one AVX2 core).
     """
-    if gemm_applies(a) and b.dtype == a.dtype:
+    no_grad = jt.flags.no_grad or (a.is_stop_grad() and b.is_stop_grad())
+    if gemm_applies(a) and b.dtype == a.dtype and not (no_grad and b.shape[-1] <= GEMM_NARROW_COLS):
         lead = tuple(a.shape[:-2])
         prod = gemm(a.reshape((-1,) + tuple(a.shape[-2:])), b.reshape((-1,) + tuple(b.shape[-2:])))
         return prod.reshape(lead + tuple(prod.shape[-2:]))
