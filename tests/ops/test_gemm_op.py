@@ -153,11 +153,18 @@ def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
     """PointwiseConv (from GEMM_MIN_CHANNELS channels on) and a 1x1 ConvModule run the operator,
     with nn.Conv2d's result and gradients."""
     from jseg.models.backbones.efficientformer_v2_utils import PointwiseConv
+    from jseg.models.utils import conv_module
     from jseg.models.utils.conv_module import ConvModule
+    small = ConvModule(17, 19, 1, act_cfg=None)
+    calls = count_calls(monkeypatch, GemmFunction)
+    small(jt.ones((1, 17, 2, 2))).sync()
+    assert len(calls) == 0              # below GEMM_MIN_MACS: nn.Conv2d
+    monkeypatch.undo()
+    monkeypatch.setattr(conv_module, 'GEMM_MIN_MACS', 1)
     rng = np.random.default_rng(17)
     x = jt.array(rng.standard_normal((2, 17, 5, 7)).astype(np.float32))
     g = jt.array(rng.standard_normal((2, 19, 5, 7)).astype(np.float32))
-    for module in (PointwiseConv(17, 19), ConvModule(17, 19, 1, act_cfg=None)):
+    for module in (PointwiseConv(17, 19), small):
         conv = module if isinstance(module, PointwiseConv) else module.conv
         params = [x, conv.weight, conv.bias]
         results = {}
@@ -167,8 +174,7 @@ def test_routed_pointwise_convolutions_match_nn_conv2d(monkeypatch):
                 y = module(x)
                 grads = jt.grad((y * g).sum(), params)
             results[fused] = [y.numpy()] + [d.numpy() for d in grads]
-            assert len(calls) == (1 if fused else 0)
-            monkeypatch.undo()
+            assert len(calls) == (1 if fused else 0)   # (each count_calls wraps the previous one)
         expected = results[False]
         assert rel_err(expected[0], jt.nn.conv2d(x, conv.weight, conv.bias).numpy()) < 1e-6
         for actual, want in zip(results[True], expected):
