@@ -57,6 +57,19 @@ At OffSeg-T's real shapes for a 512x512 input:
   512x512, (B, 128, 128, 128), batch 1 and 2, against the erf composition.
   Alone the composition fuses well; the operator's gain is inside the model,
   where Jittor fused the composition into the BatchNorm backward. CPU only.
+* the packed GEMM (``--op gemm``) at OffSeg-T's shapes against Jittor's
+  products (``jt.matmul`` per 2-D slice, oneDNN's sgemm on the CPU) or
+  convolution: 256x256 @ 256x32768; the backbone's 1x1 convolutions of
+  stages 1 and 2 at batch 2, 512x512 (shared weight @ (2, Cin, HW), against
+  PointwiseConv's permute + one ``jt.matmul``; and the talking heads of the
+  stage-4 attention, 8 -> 8 channels on (2, 8, 256x256)); the attention products of
+  stages 3/4 (16 = B*h products of 1024x32 @ 32x1024 and 1024x1024 @
+  1024x32, and those of the model at 512x512: 256 tokens in the attentions
+  of stages 3 and 4, 256 queries over 1024 keys in the downsampling one;
+  against ``batched_matmul``'s per-head products); the offset
+  learning's 150x256 @ 256x16384 per image (batch 2); and the head's 1x1
+  ConvModule, 256 -> 256 channels on (2, 256, 128, 128), against
+  ``nn.conv2d``. CPU only.
 
 Timing: each case runs forward (under ``jt.no_grad()``, as inference does;
 outputs synced) and forward+backward
@@ -96,6 +109,7 @@ Usage::
     python tools/benchmark_ops.py --op loss
     python tools/benchmark_ops.py --op norm
     python tools/benchmark_ops.py --op gelu
+    python tools/benchmark_ops.py --op gemm --repeats 3
     python tools/benchmark_ops.py --threads 1           # sets OMP_NUM_THREADS
 """
 import argparse
@@ -112,7 +126,8 @@ from tool_common import ROOT, ArgumentParser  # noqa: E402  (puts the checkout o
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'loss', 'norm', 'gelu', 'all'],
+    p.add_argument('--op', choices=['carafe', 'offset', 'msda', 'resize', 'grid_sample', 'softmax', 'argmax', 'loss',
+                                    'norm', 'gelu', 'gemm', 'all'],
                    default='all')
     p.add_argument('--batch', type=int, nargs='+', default=None,
                    help='batch sizes (default: 1 for CARAFE, 1 and 2 for the others)')
@@ -218,6 +233,40 @@ def _norm_case(kind, batch, channels, size=128, groups=32):
                 shape='x'.join(map(str, full)))
 
 
+def offseg_t_gemm_calls():
+    """(name, kind, A shape, B shape, trans_a, trans_b) of the products timed by ``--op gemm``.
+
+    kind: 'matmul' (op(A) @ op(B), a 2-D operand shared by the batch; composition: ``jt.matmul``
+    per 2-D slice), 'heads' (the backbone's per-head attention products; composition:
+    ``batched_matmul``'s per-head ``jt.matmul`` with its GEMM gradient), 'pointwise' (weight (Cout, Cin) @ x (B, Cin, HW); composition: PointwiseConv's
+    permute and one ``jt.matmul``) or 'conv' (the same as a 1x1 convolution; composition:
+    ``nn.conv2d``).
+    """
+    return [
+        ('256x256 @ 256x32768', 'matmul', (256, 256), (256, 32768), False, False),
+        ('backbone 1x1 conv stage 1 32->128', 'pointwise', (128, 32), (2, 32, 128 * 128), False, False),
+        ('backbone 1x1 conv stage 1 128->32', 'pointwise', (32, 128), (2, 128, 128 * 128), False, False),
+        ('backbone 1x1 conv stage 2 48->192', 'pointwise', (192, 48), (2, 48, 64 * 64), False, False),
+        ('backbone 1x1 conv stage 2 192->48', 'pointwise', (48, 192), (2, 192, 64 * 64), False, False),
+        ('stage 4 talking head 8->8', 'pointwise', (8, 8), (2, 8, 256 * 256), False, False),
+        ('attention q@k 16x (1024x32)@(32x1024)', 'heads', (16, 1024, 32), (16, 32, 1024), False, False),
+        ('attention a@v 16x (1024x1024)@(1024x32)', 'heads', (16, 1024, 1024), (16, 1024, 32), False, False),
+        ('stage 3/4 q@k 16x (256x32)@(32x256)', 'heads', (16, 256, 32), (16, 32, 256), False, False),
+        ('stage 3/4 a@v 16x (256x256)@(256x128)', 'heads', (16, 256, 256), (16, 256, 128), False, False),
+        ('downsampling q@k 16x (256x16)@(16x1024)', 'heads', (16, 256, 16), (16, 16, 1024), False, False),
+        ('downsampling a@v 16x (256x1024)@(1024x64)', 'heads', (16, 256, 1024), (16, 1024, 64), False, False),
+        ('offset learning (150x256)@(256x16384)', 'matmul', (150, 256), (2, 256, 128 * 128), False, False),
+        ('head 1x1 ConvModule 256->256', 'conv', (256, 256), (2, 256, 128 * 128), False, False),
+    ]
+
+
+def _gemm_case(call):
+    name, kind, a_shape, b_shape, ta, tb = call
+    shape = 'x'.join(map(str, a_shape)) + ' @ ' + 'x'.join(map(str, b_shape))
+    return dict(op='gemm', name=name, batch=None, kind=kind, a_shape=list(a_shape), b_shape=list(b_shape),
+                trans_a=ta, trans_b=tb, shape=shape)
+
+
 def _argmax_case(classes=150, size=512):
     shape = (classes, size, size)
     return dict(op='argmax', name='argmax over classes', batch=None, full_shape=list(shape),
@@ -309,6 +358,10 @@ def make_inputs(case, seed=0):
         inputs, grads = [jt.randn(*case['full_shape']) * 3.0, label], [jt.ones(1)]
     elif case['op'] == 'gelu':
         inputs, grads = [jt.randn(*case['full_shape'])], [jt.randn(*case['full_shape'])]
+    elif case['op'] == 'gemm':
+        a, x = jt.randn(*case['a_shape']), jt.randn(*case['b_shape'])
+        out = make_fn(case, 'jit')(a, x)[0]
+        inputs, grads = [a, x], [jt.randn(*out.shape)]
     else:
         n, k, c, cf = case['N'], case['K'], case['C'], case['channels_first']
         feats = jt.randn(b, c, n) if cf else jt.randn(b, n, c)
@@ -368,6 +421,8 @@ def make_fn(case, impl):
         f = softmax_nll_reference if impl == 'composition' else softmax_nll_fused
         size = (case['label_size'], case['label_size'])
         return lambda x, label: [f(resize_bilinear(x, size, False), label, 255).mean()]
+    if case['op'] == 'gemm':
+        return _gemm_fn(case, impl)
     if case['op'] == 'argmax':
         import jittor as jt
 
@@ -380,6 +435,33 @@ def make_fn(case, impl):
     if impl == 'composition':
         return lambda e, w: list(offset_attention_reference(e, w, cf))
     return lambda e, w: list(offset_attention_fused(e, w, cf, strategy=impl))
+
+
+def _gemm_fn(case, impl):
+    import jittor as jt
+    from jittor import nn
+
+    from jseg.ops.gemm import gemm_fused, gemm_reference
+    ta, tb, kind = case['trans_a'], case['trans_b'], case['kind']
+    if impl != 'composition':
+        return lambda a, b: [gemm_fused(a, b, ta, tb)]
+    if kind == 'matmul':
+        return lambda a, b: [gemm_reference(a, b, ta, tb)]
+    if kind == 'heads':
+        from jseg.models.backbones.efficientformer_v2_utils import _BatchedMatmul
+        return lambda a, b: [_BatchedMatmul.apply(a, b)]
+    if kind == 'pointwise':
+        def pointwise(w, x):
+            n, c, hw = x.shape
+            y = jt.matmul(w, x.permute(1, 0, 2).reshape(c, n * hw))
+            return [y.reshape(w.shape[0], n, hw).permute(1, 0, 2)]
+        return pointwise
+    def conv(w, x):   # on the square image the (B, Cin, HW) input stands for
+        n, c, hw = x.shape
+        side = int(round(hw ** 0.5))
+        y = nn.conv2d(x.reshape(n, c, side, hw // side), w.reshape(w.shape[0], c, 1, 1))
+        return [y.reshape(n, w.shape[0], hw)]
+    return conv
 
 
 def make_call(case, impl, backward, inputs, grads):
@@ -520,6 +602,8 @@ def run(args):
                       (_norm_case('group', b, 256), ['jit'])]
     if args.op in ('gelu', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
         cases += [(_gelu_case(b), ['jit']) for b in args.batch or [1, 2]]
+    if args.op in ('gemm', 'all') and not jt.flags.use_cuda:   # a CPU-only operator
+        cases += [(_gemm_case(call), ['jit']) for call in offseg_t_gemm_calls()]
 
     threads = os.environ.get('OMP_NUM_THREADS', str(os.cpu_count()))
     print(f'jittor {jt.__version__}, {"CUDA" if jt.flags.use_cuda else "CPU"}, OMP threads {threads}, '

@@ -10,6 +10,8 @@
 //   oa_fused CF B N C Bw K          E (E^T if CF), W, G_cls, G_pos -> F_cls, F_pos, dE, dW
 //   oa_gemm K N                     A^T, G_cls E^T, W G_pos^T, dcls -> P_cls, P_pos, lse_cls, lse_pos,
 //                                   [P_cls; dA], P_pos (stats_cpu, then grad_cpu on its lse)
+//   matmul BA AR AC TA BB BR BC TB SUM   a (BA x AR x AC, BA = 0: 2-D), b likewise -> op(a) op(b)
+//                                   (the packed GEMM, gemm_cpu.cc; summed over the batch if SUM)
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -18,6 +20,7 @@
 #include "carafe_cpu.cc"
 #include "offset_attention_fused_cpu.cc"
 #include "offset_attention_gemm_cpu.cc"
+#include "gemm_cpu.cc"
 
 typedef long long idx_t;
 typedef std::vector<float> Buf;
@@ -102,11 +105,24 @@ static void oa_gemm(idx_t K, idx_t N) {
     save(5, pp2);
 }
 
+static void matmul(const std::vector<idx_t>& n) {
+    const idx_t ba = n[0], ar = n[1], ac = n[2], bb = n[4], br = n[5], bc = n[6];
+    const bool ta = n[3] != 0, tb = n[7] != 0, sum = n[8] != 0;
+    const Buf a = load(0, std::max<idx_t>(ba, 1) * ar * ac), b = load(1, std::max<idx_t>(bb, 1) * br * bc);
+    const idx_t batch = std::max<idx_t>(std::max(ba, bb), 1);
+    const idx_t m = ta ? ac : ar, cols = tb ? br : bc;
+    Buf c = output((sum ? 1 : batch) * m * cols);
+    jseg_gemm::matmul<float>(a.data(), ba, ar, ac, ta, b.data(), bb, br, bc, tb, c.data(), sum);
+    save(0, c);
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && std::string(argv[1]) == "width") {
-        std::printf("JSEG_SIMD_BYTES=%d GEMM_MR=%d GEMM_NR=%d OA_BLOCK=%lld OA_COLUMNS=%d CARAFE_TILE=%d\n",
+        std::printf("JSEG_SIMD_BYTES=%d GEMM_MR=%d GEMM_NR=%d OA_BLOCK=%lld OA_COLUMNS=%d CARAFE_TILE=%d "
+                    "GEMM_KC=%lld GEMM_MC=%lld GEMM_NC=%lld\n",
                     JSEG_SIMD_BYTES, jseg_simd::GEMM_MR, jseg_simd::GEMM_NR, (idx_t)jseg_simd::OA_BLOCK,
-                    jseg_simd::OA_COLUMNS, jseg_simd::carafe_tile<float>());
+                    jseg_simd::OA_COLUMNS, jseg_simd::carafe_tile<float>(), (idx_t)jseg_simd::GEMM_KC,
+                    (idx_t)jseg_simd::GEMM_MC, (idx_t)jseg_simd::GEMM_NC);
         return 0;
     }
     if (argc < 3) {
@@ -128,6 +144,8 @@ int main(int argc, char** argv) {
         oa_fused(n[0] != 0, n[1], n[2], n[3], n[4], n[5]);
     } else if (op == "oa_gemm" && n.size() == 2) {
         oa_gemm(n[0], n[1]);
+    } else if (op == "matmul" && n.size() == 9) {
+        matmul(n);
     } else {
         std::fprintf(stderr, "unknown operation or wrong number of sizes: %s\n", op.c_str());
         return 2;

@@ -2,8 +2,8 @@
 
 Jittor compiles the kernels with ``-march=native``, so the operator tests only
 ever run the path of the machine they run on. Here ``tests/ops/cpu_kernel_driver.cc``
-(the CARAFE, fused and gemm coupled-attention CPU kernels behind a small
-command line) is compiled with g++ three ways: plain ``-O2`` without ``-march``
+(the CARAFE, fused and gemm coupled-attention CPU kernels and the packed GEMM
+behind a small command line) is compiled with g++ three ways: plain ``-O2`` without ``-march``
 (the 16-byte fallback), ``-mavx2 -mfma`` (32 bytes) and ``-mavx512f -mavx512bw
 -mfma`` (64 bytes); each build states its width, and where this CPU can run it,
 its results are compared with the pure-Jittor references of the operator tests.
@@ -185,3 +185,33 @@ def test_gemm_softmax_operators_match_numpy(name, k, n, tmp_path):
     assert np.abs(lse_pos - ref_lse_pos).max() < 1e-5 * np.abs(ref_lse_pos).max()
     assert rel_err(pc, ref_pc) < 1e-5 and rel_err(pp, ref_pp) < 1e-5 and rel_err(pp2, ref_pp) < 1e-5
     assert rel_err(pd, np.concatenate([ref_pc, ref_da])) < 1e-5
+
+
+# (batch, M, K, N, a batched, b batched, sum over the batch) of the packed GEMM (gemm_cpu.h): edge
+# tiles at every width, in-place A (N <= 4 tiles) and B (M <= 48), K over two 256-deep blocks, M
+# over two A blocks, shared operands, the summed gradient, and one call above the OpenMP threshold.
+MATMUL_CASES = [(1, 7, 13, 5, False, False, False), (3, 150, 300, 40, True, False, False),
+                (3, 9, 20, 130, False, True, True), (2, 50, 33, 70, True, True, True),
+                (2, 520, 512, 300, True, True, False)]
+
+
+@pytest.mark.parametrize('name', list(BUILDS))
+@pytest.mark.parametrize('case', MATMUL_CASES, ids=str)
+@pytest.mark.parametrize('ta, tb', [(False, False), (True, True)], ids=['NN', 'TT'])
+def test_packed_gemm_matches_numpy(name, case, ta, tb, tmp_path):
+    """jseg_gemm::matmul against NumPy float64 products, transposes through the flags."""
+    exe = _runnable(name)
+    batch, m, k, n, a_batched, b_batched, summed = case
+    rng = np.random.default_rng(m * k + n)
+    a = rng.standard_normal(((batch,) if a_batched else ()) + ((k, m) if ta else (m, k))).astype(np.float32)
+    b = rng.standard_normal(((batch,) if b_batched else ()) + ((n, k) if tb else (k, n))).astype(np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    expected = np.matmul(np.swapaxes(a64, -1, -2) if ta else a64, np.swapaxes(b64, -1, -2) if tb else b64)
+    if expected.ndim == 2 and (a_batched or b_batched):
+        expected = np.broadcast_to(expected, (batch, m, n))
+    if summed:
+        expected = expected.sum(0)
+    dims = [batch if a_batched else 0, *a.shape[-2:], int(ta), batch if b_batched else 0, *b.shape[-2:], int(tb),
+            int(summed)]
+    (c,) = _run(exe, 'matmul', tmp_path, dims, [a, b], [expected.shape])
+    assert rel_err(c, expected) < 1e-5

@@ -6,7 +6,9 @@
   bicubically resized in token-index space as ``F.interpolate(..., mode='bicubic')``;
 * :func:`upsample2x_bilinear`: ``nn.Upsample(scale_factor=2, mode='bilinear')``;
 * :func:`batched_matmul` and :class:`PointwiseConv`: per-head products and 1x1
-  convolutions routed to Jittor's GEMM, which is faster on the CPU.
+  convolutions as matrix products: jseg's packed GEMM operator
+  (:func:`jseg.ops.gemm.gemm`) on the CPU while the fused operators are on,
+  else one 2-D ``jt.matmul`` (Jittor's GEMM) per product.
 
 Interpolation is written as separable gathers with precomputed taps, so it is
 differentiable and exact (float32 weights computed as PyTorch computes them).
@@ -17,8 +19,16 @@ import jittor as jt
 import numpy as np
 from jittor import nn
 
+from jseg.ops.gemm import gemm, gemm_applies
+
 __all__ = ['PointwiseConv', 'batched_matmul', 'gather_attention_bias', 'relative_offset_index',
            'upsample2x_bilinear']
+
+
+# PointwiseConv uses the packed GEMM operator from this many input and output channels on.
+GEMM_MIN_CHANNELS = 16
+# batched_matmul keeps jt.matmul for gradient-free products of at most this many columns.
+GEMM_NARROW_COLS = 64
 
 
 class PointwiseConv(nn.Conv2d):
@@ -26,7 +36,13 @@ class PointwiseConv(nn.Conv2d):
 
     Same parameters as ``nn.Conv2d(in_channels, out_channels, 1)``. On the CPU,
     Jittor's GEMM is about twice as fast as its oneDNN convolution here,
-    forward and backward.
+    forward and backward; the packed GEMM operator (when it applies) computes
+    Y[b] = W X[b] per image without permuting the input, its weight gradient
+    summed over the batch inside the kernel. Not for fewer than
+    ``GEMM_MIN_CHANNELS`` input or output channels (the attention's talking
+    heads, 8 -> 8): there the product is memory-bound and the operator's
+    forward+backward was slower than ``jt.matmul``'s (4.3 ms against 3.3 ms,
+    one thread, ``tools/benchmark_ops.py --op gemm``).
     """
 
     def __init__(self, in_channels, out_channels):
@@ -35,7 +51,9 @@ class PointwiseConv(nn.Conv2d):
     def execute(self, x):
         b, c, h, w = x.shape
         weight = self.weight.reshape(self.out_channels, c)
-        if b == 1:
+        if gemm_applies(x) and min(c, self.out_channels) >= GEMM_MIN_CHANNELS:
+            y = gemm(weight, x.reshape(b, c, h * w))                             # (B, Cout, HW)
+        elif b == 1:
             y = jt.matmul(weight, x.reshape(c, h * w))                         # (Cout, HW)
         else:
             y = jt.matmul(weight, x.permute(1, 0, 2, 3).reshape(c, b * h * w))  # (Cout, B*HW)
@@ -74,7 +92,17 @@ def batched_matmul(a, b):
     2-D products go to oneDNN's GEMM and are several times faster here. The
     custom gradient keeps the backward pass on GEMMs as well (differentiating
     through the per-head slices would add a full-size scatter per slice).
+    Where the packed GEMM operator applies, one batched call of it instead,
+    except for a narrow product (m <= ``GEMM_NARROW_COLS``) that needs no
+    gradient: the attention's ``attn @ v`` in inference, where Jittor's
+    forward was 2-6% faster (with a gradient the operator's forward+backward
+    was 2.2-3.2x faster; ``tools/benchmark_ops.py --op gemm``, one AVX2 core).
     """
+    no_grad = jt.flags.no_grad or (a.is_stop_grad() and b.is_stop_grad())
+    if gemm_applies(a) and b.dtype == a.dtype and not (no_grad and b.shape[-1] <= GEMM_NARROW_COLS):
+        lead = tuple(a.shape[:-2])
+        prod = gemm(a.reshape((-1,) + tuple(a.shape[-2:])), b.reshape((-1,) + tuple(b.shape[-2:])))
+        return prod.reshape(lead + tuple(prod.shape[-2:]))
     return _BatchedMatmul.apply(a, b)
 
 

@@ -25,6 +25,7 @@ Where the official code differs from the paper, the code is followed:
 import jittor as jt
 from jittor import nn
 
+from jseg.ops.gemm import gemm, gemm_applies
 from jseg.ops.offset_attention import offset_attention
 from jseg.registry import MODELS
 
@@ -37,11 +38,23 @@ __all__ = ['OffsetLearning', 'OffsetLearningMask', 'offset_align']
 def _per_image_matmul(a, b):
     """(B, M, N) or shared (M, N), times (B, N, P) -> (B, M, P).
 
-    Computed as B 2-D products, which Jittor runs on oneDNN; its batched 3-D
-    product is a much slower generic loop.
+    The packed GEMM operator where it applies (one batched call; a shared
+    operand's gradient summed over the batch in the kernel), else B 2-D
+    products, which Jittor runs on oneDNN (its batched 3-D product is a much
+    slower generic loop).
     """
+    if gemm_applies(b) and a.dtype == b.dtype:
+        return gemm(a, b)
     products = [jt.matmul(a if a.ndim == 2 else a[i], b[i]) for i in range(b.shape[0])]
     return products[0].unsqueeze(0) if len(products) == 1 else jt.stack(products)
+
+
+def _matmul_transpose(a, b):
+    """a (M, K) @ b (N, K)^T -> (M, N): the packed GEMM operator where it applies, else
+    ``nn.matmul_transpose``."""
+    if gemm_applies(a) and a.dtype == b.dtype:
+        return gemm(a, b, trans_b=True)
+    return nn.matmul_transpose(a, b)
 
 
 def offset_align(feat_t, cls_repr, cls_offset_proj, feat_offset_proj):
@@ -59,7 +72,7 @@ def offset_align(feat_t, cls_repr, cls_offset_proj, feat_offset_proj):
     b, c, _ = feat_t.shape
     f_cls, f_pos_t = offset_attention(feat_t, cls_repr, channels_first=True)  # (B, K, C), (B, C, HW)
     k = f_cls.shape[1]
-    cls_offset = nn.matmul_transpose(f_cls.reshape(b * k, c), cls_offset_proj.weight)  # (BK, C)
+    cls_offset = _matmul_transpose(f_cls.reshape(b * k, c), cls_offset_proj.weight)  # (BK, C)
     aligned_cls = cls_repr + cls_offset.reshape(b, k, c)
     # Linear on tokens, written channel-major: (dE)^T = P (F_pos)^T
     feat_offset_t = _per_image_matmul(feat_offset_proj.weight, f_pos_t)       # (B, C, HW)

@@ -1,5 +1,5 @@
 // The CPU vector width and the block sizes that follow from it: the one place where jseg's JIT CPU
-// kernels (carafe_cpu.cc, offset_attention_fused_cpu.cc, offset_attention_gemm_cpu.cc) learn
+// kernels (carafe_cpu.cc, offset_attention_fused_cpu.cc, offset_attention_gemm_cpu.cc, gemm_cpu.h) learn
 // which instruction set they are compiled for. No other source names a width.
 //
 // Jittor compiles the cpu_src of jt.code operators with -march=native, so the compiler's
@@ -42,9 +42,10 @@ constexpr int FLOAT_LANES = BYTES / 4;
 // A vector of BYTES bytes of T (GCC vector extension).
 template <class T> struct Vec { typedef T type __attribute__((vector_size(BYTES))); };
 
-// Register tile of the matrix-product micro-kernel of the fused coupled attention
-// (offset_attention_fused_cpu.h): GEMM_MR rows x GEMM_NR vectors of accumulators, plus GEMM_NR
-// vectors of the right operand and one broadcast, must fit the vector registers:
+// Register tile of the matrix-product micro-kernels of the fused coupled attention
+// (offset_attention_fused_cpu.h) and of the packed GEMM (gemm_cpu.h): GEMM_MR rows x GEMM_NR
+// vectors of accumulators, plus GEMM_NR vectors of the right operand and one broadcast, must fit
+// the vector registers:
 // AVX-512 8 x 2 + 2 + 1 of 32; AVX2 6 x 2 + 2 + 1 of 16; the 16-byte path has no FMA on x86-64
 // (a product needs a temporary register), 4 x 2 + 2 + 1 + 1 of 16.
 constexpr int GEMM_NR = 2;
@@ -77,6 +78,19 @@ constexpr int OA_COLUMNS = 1024;
 constexpr int CARAFE_TILE_VECTORS = BYTES == 64 ? 2 : 4;
 template <class T> constexpr int carafe_tile() { return CARAFE_TILE_VECTORS * BYTES / (int)sizeof(T); }
 
+// Cache blocks of the packed GEMM (gemm_cpu.h), in elements of the operand type, Goto/BLIS style:
+// a GEMM_KC x (GEMM_NR vectors) strip of the packed B panel and a GEMM_MR x GEMM_KC strip of the
+// packed A block stream through L1 (AVX2: 256 x 16 + 6 x 256 floats = 22 KB of 32 KB); the packed
+// A block, GEMM_MC x GEMM_KC (144 x 256 floats = 144 KB), stays in the 512 KB L2; the packed B
+// panel, GEMM_KC x GEMM_NC (256 x 2048 floats = 2 MB), in L3. GEMM_MC is a multiple of GEMM_MR on
+// every path (144 = 24 x 6 = 18 x 8 = 36 x 4). The values are those BLIS uses for its AVX2
+// single-precision kernels, checked on one AMD EPYC (AVX2) core: see jseg/ops/gemm.py.
+constexpr idx_t GEMM_KC = 256;
+constexpr idx_t GEMM_MC = 144;
+constexpr idx_t GEMM_NC = 2048;
+
+static_assert(GEMM_MC % GEMM_MR == 0, "GEMM_MC must be a multiple of GEMM_MR");
+static_assert(GEMM_NC % GEMM_PAD == 0, "GEMM_NC must be a multiple of GEMM_PAD");
 static_assert(OA_BLOCK % GEMM_PAD == 0, "OA_BLOCK must be a multiple of GEMM_PAD");
 }  // namespace jseg_simd
 
