@@ -45,9 +45,11 @@ faster (256x256 @ 256x32768: 44-65 GFLOPS for all, within the noise of the
 shared machine; OpenBLAS 61-65 GFLOPS in the same minutes).
 
 OpenMP: the work items are (output batch, column panel, and, when those are
-fewer than the threads, row block); calls below 2^27 multiply-adds
-(``PAR_MIN_WORK``, a few ms on one core) run on one thread, since a parallel
-region can wait longer than that for a busy second core. Every element of C
+fewer than the threads, row block); calls below 2^20 multiply-adds
+(``PAR_MIN_WORK``, about 30 us on one core) run on one thread. The threshold
+was measured on OffSeg-T's backbone training pass with 2 threads on a quiet
+machine (see ``gemm_cpu.h``); on a busy machine a parallel region can wait a
+scheduler time slice for the second core. Every element of C
 is summed by one thread in a fixed order, so results do not depend on the
 thread count.
 

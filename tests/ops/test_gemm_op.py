@@ -100,7 +100,7 @@ def test_2d_gradients_match_numpy_at_edge_sizes(ta, tb):
 
 
 def test_above_the_openmp_threshold():
-    """512^3 multiply-adds (2^27, PAR_MIN_WORK) run the parallel path: one panel, four row chunks."""
+    """512^3 multiply-adds (above PAR_MIN_WORK, 2^20) run the parallel path: one panel, four row chunks."""
     rng = np.random.default_rng(7)
     a = rng.standard_normal((512, 512)).astype(np.float32)
     b = rng.standard_normal((512, 520)).astype(np.float32)

@@ -88,7 +88,7 @@ def _np_norm_grads(x, groups_first, weight, dy, eps=1e-5):
 
 
 def test_operators_on_a_big_threaded_input_against_float64():
-    # 2 x 64 x 256 x 130 = 4.3M elements: above the kernels' 2^22 threshold for OpenMP; the mean of
+    # 2 x 64 x 256 x 130 = 4.3M elements: above the kernels' threshold for OpenMP (2^18); the mean of
     # 10 with a spread of 2 makes float32 sums lose digits. The operators accumulate in double: their
     # error stays near float32 rounding (the compositions' float32 reductions lose about 1e-5).
     x, w, b, dy = _case((2, 64, 256, 130), 4, mean=10.0)

@@ -26,9 +26,12 @@ constexpr int NR = jseg_simd::GEMM_NR;      // vectors per register tile row
 constexpr idx_t KC = jseg_simd::GEMM_KC;    // reduction depth of a packed block (L1 strips)
 constexpr idx_t MC = jseg_simd::GEMM_MC;    // rows of a packed A block (L2)
 constexpr idx_t NC = jseg_simd::GEMM_NC;    // columns of a packed B panel (L3)
-// Multiply-adds below which one thread does all the work: about 4 ms on one AVX2 core, less
-// than a parallel region can wait for a busy second core (10-25 ms measured for other kernels).
-constexpr double PAR_MIN_WORK = double(1 << 27);
+// Multiply-adds below which one thread does all the work (about 30 us on one AVX2 core). On a
+// quiet machine with 2 threads, OffSeg-T's backbone training pass (batch 2, 512x512) took 1.8 s
+// with 2^27 (most of its products on one thread), 1.4-1.5 s with 2^22, 1.1-1.3 s with 2^20 and
+// 1.3 s with 2^18. On a busy machine a parallel region can wait a scheduler time slice for the
+// second core (10-25 ms measured for other kernels); run with OMP_NUM_THREADS=1 there.
+constexpr double PAR_MIN_WORK = double(1 << 20);
 
 // Products of at most this many register tiles of columns read A in place instead of packing it.
 constexpr idx_t DIRECT_A_MAX_COLS = 4;
