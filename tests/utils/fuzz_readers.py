@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -180,9 +181,15 @@ def run_atheris(kind, seconds, memory_mb, seed):
     def custom_mutator(data, max_size, mutator_seed):
         return mutate(data, random.Random(mutator_seed))[:max_size]
 
+    # libFuzzer's RSS limit reads getrusage's peak, which a child inherits from its parent across
+    # fork and exec: under a test run whose process has grown past 2 GB, every input would be an
+    # 'out-of-memory'. The limit is therefore 2 GB above that inherited peak; one allocation stays
+    # bounded by 2 GB (-malloc_limit_mb), and each input's own growth by make_target's memory_mb.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     # libFuzzer prints the inputs run ('Done N runs'); a failing input ends it with a traceback and status 1
     atheris.Setup([sys.argv[0], f'-max_total_time={seconds}', f'-seed={seed + 1}', '-max_len=65536',
-                   '-timeout=20', '-print_final_stats=1', corpus], target, custom_mutator=custom_mutator)
+                   '-timeout=20', '-print_final_stats=1', f'-rss_limit_mb={inherited_mb + 2048}',
+                   '-malloc_limit_mb=2048', corpus], target, custom_mutator=custom_mutator)
     atheris.Fuzz()
 
 
