@@ -1,5 +1,6 @@
 """Helpers shared by the operator tests: error measure, devices, finite differences, nvcc."""
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -129,3 +130,19 @@ def count_calls(monkeypatch, cls, method='execute'):
 
     monkeypatch.setattr(cls, method, recording)
     return calls
+
+
+@functools.lru_cache(maxsize=None)
+def carafe_case_data(case):
+    """CARAFE inputs, an output gradient and the composition's output and gradients (float32), once per
+    case ``(B, C, h, w, G, k, s)``: dict with f, m, dout, out, d_f, d_m (NumPy arrays)."""
+    from jseg.ops.carafe import carafe_reference
+    b, c, h, w, g, k, s = case
+    rng = np.random.default_rng(sum(case))
+    f = rng.standard_normal((b, c, h, w)).astype(np.float32)
+    m = rng.random((b, g * k * k, h * s, w * s)).astype(np.float32)
+    dout = rng.standard_normal((b, c, h * s, w * s)).astype(np.float32)
+    fv, mv = jt.array(f), jt.array(m)
+    out = carafe_reference(fv, mv, k, g, s)
+    d_f, d_m = jt.grad((out * jt.array(dout)).sum(), [fv, mv])
+    return dict(f=f, m=m, dout=dout, out=out.numpy(), d_f=d_f.numpy(), d_m=d_m.numpy())

@@ -12,8 +12,8 @@ from jseg.ops import carafe_kernel
 from jseg.ops.carafe import carafe_reference
 from jseg.ops.carafe_kernel import CarafeFunction, carafe_fused
 from jseg.ops.csrc_bundle import bundle_source
-from ops_test_helpers import (DEVICES, check_finite_differences, assert_compiles_with_nvcc, count_calls, cuda_stub,
-                              on_device, rel_err, var64)
+from ops_test_helpers import (DEVICES, assert_compiles_with_nvcc, carafe_case_data, check_finite_differences,
+                              count_calls, cuda_stub, on_device, rel_err, var64)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,22 +27,6 @@ CASES = [
     (2, 32, 96, 64, 4, 5, 2),  # above the kernels' threshold for running on several threads
 ]
 IMPLS = ['blocked', 'elementwise']
-_cache = {}
-
-
-def _case_data(case):
-    """Inputs, an output gradient and the reference output and gradients (float32), once per case."""
-    if case not in _cache:
-        b, c, h, w, g, k, s = case
-        rng = np.random.default_rng(sum(case))
-        f = rng.standard_normal((b, c, h, w)).astype(np.float32)
-        m = rng.random((b, g * k * k, h * s, w * s)).astype(np.float32)
-        dout = rng.standard_normal((b, c, h * s, w * s)).astype(np.float32)
-        fv, mv = jt.array(f), jt.array(m)
-        out = carafe_reference(fv, mv, k, g, s)
-        d_f, d_m = jt.grad((out * jt.array(dout)).sum(), [fv, mv])
-        _cache[case] = dict(f=f, m=m, dout=dout, out=out.numpy(), d_f=d_f.numpy(), d_m=d_m.numpy())
-    return _cache[case]
 
 
 @pytest.mark.parametrize('device', DEVICES)
@@ -50,7 +34,7 @@ def _case_data(case):
 @pytest.mark.parametrize('case', CASES, ids=lambda c: 'B{}C{}h{}w{}G{}k{}s{}'.format(*c))
 def test_forward_and_gradients_match_composition(case, impl, device):
     b, c, h, w, g, k, s = case
-    d = _case_data(case)
+    d = carafe_case_data(case)
     with on_device(device):
         fv, mv = jt.array(d['f']), jt.array(d['m'])
         out = carafe_fused(fv, mv, k, g, s, impl=impl)
@@ -97,7 +81,7 @@ def test_float64_forward_matches_composition(impl):
 
 def test_repeated_calls_do_not_accumulate():
     """Jittor reuses output buffers without zeroing them: every kernel must initialise its output."""
-    d = _case_data(CASES[0])
+    d = carafe_case_data(CASES[0])
     b, c, h, w, g, k, s = CASES[0]
     fv, mv = jt.array(d['f']), jt.array(d['m'])
     for _ in range(3):
@@ -108,7 +92,7 @@ def test_repeated_calls_do_not_accumulate():
 
 
 def test_gradient_of_masks_only():
-    d = _case_data(CASES[1])
+    d = carafe_case_data(CASES[1])
     b, c, h, w, g, k, s = CASES[1]
     fv, mv = jt.array(d['f']).stop_grad(), jt.array(d['m'])
     out = carafe_fused(fv, mv, k, g, s)
@@ -130,7 +114,7 @@ def test_rejects_bad_arguments():
 
 def test_public_carafe_dispatches_to_the_kernel(monkeypatch):
     calls = count_calls(monkeypatch, CarafeFunction)
-    d = _case_data(CASES[0])
+    d = carafe_case_data(CASES[0])
     b, c, h, w, g, k, s = CASES[0]
     with ops.fused_ops(True):
         out = ops.carafe(jt.array(d['f']), jt.array(d['m']), k, g, s)

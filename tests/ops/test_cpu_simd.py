@@ -20,10 +20,9 @@ import jittor as jt
 import numpy as np
 import pytest
 
-from jseg.ops.carafe import carafe_reference
 from jseg.ops.csrc_source import CSRC_DIR
 from jseg.ops.offset_attention import offset_attention_reference
-from ops_test_helpers import rel_err
+from ops_test_helpers import carafe_case_data, rel_err
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'cpu_kernel_driver.cc')
 
@@ -113,25 +112,13 @@ def test_width_can_be_forced_narrower(tmp_path):
     _check_oa_fused(exe, tmp_path, OA_CASES[3])
 
 
-@functools.lru_cache(maxsize=None)
-def _carafe_reference(case):
-    b, c, h, w, g, k, s = case
-    rng = np.random.default_rng(sum(case))
-    f = rng.standard_normal((b, c, h, w)).astype(np.float32)
-    m = rng.random((b, g * k * k, h * s, w * s)).astype(np.float32)
-    dout = rng.standard_normal((b, c, h * s, w * s)).astype(np.float32)
-    fv, mv = jt.array(f), jt.array(m)
-    out = carafe_reference(fv, mv, k, g, s)
-    d_f, d_m = jt.grad((out * jt.array(dout)).sum(), [fv, mv])
-    return (f, m, dout), (out.numpy(), d_f.numpy(), d_m.numpy())
-
-
 @pytest.mark.parametrize('name', list(BUILDS))
 @pytest.mark.parametrize('case', CARAFE_CASES, ids=lambda c: 'B{}C{}h{}w{}G{}k{}s{}'.format(*c))
 def test_carafe_matches_reference(name, case, tmp_path):
     exe = _runnable(name)
     b, c, h, w, g, k, s = case
-    inputs, expected = _carafe_reference(case)
+    d = carafe_case_data(case)
+    inputs, expected = (d['f'], d['m'], d['dout']), (d['out'], d['d_f'], d['d_m'])
     outs = _run(exe, 'carafe', tmp_path, (k, s, b, c, h, w, g), inputs, [e.shape for e in expected])
     for got, ref in zip(outs, expected):
         assert rel_err(got, ref) < 1e-5
